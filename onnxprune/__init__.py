@@ -1,0 +1,3 @@
+"""onnxprune: framework-agnostic structured pruning of ONNX models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,111 @@
+"""How many channels each group keeps: uniform ratio, global ranking, MACs target.
+
+Counts are per class (tied classes of a group keep equal counts). Every count respects
+``min_keep`` and ``round_to`` (kept counts are multiples of it, or the full size), and a
+per-group cap ``max_ratio`` on the fraction removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BadArgumentError
+
+
+@dataclass
+class AllocationOptions:
+    ratio: float | None = None
+    global_ranking: bool = False
+    target_macs: float | None = None
+    round_to: int = 1
+    min_keep: int = 1
+    max_ratio: float = 0.9
+
+
+def allowed_count(keep: float, size: int, round_to: int, min_keep: int, max_ratio: float) -> int:
+    """The admissible kept count nearest to ``keep`` for a class of ``size`` channels."""
+    lo = max(min_keep, int(np.ceil(size * (1 - max_ratio) - 1e-9)), 1)
+    if lo >= size:
+        return size
+    options = [k for k in range(round_to, size, round_to) if k >= lo] + [size]
+    return min(options, key=lambda k: (abs(k - keep), -k))
+
+
+def uniform_counts(groups, ratio: float, opts: AllocationOptions) -> dict:
+    return {g.id: allowed_count(g.size * (1 - ratio), g.size, opts.round_to, opts.min_keep, opts.max_ratio)
+            for g in groups}
+
+
+def global_counts(groups, scores: dict, ratio: float, opts: AllocationOptions) -> dict:
+    """Remove the globally lowest-scoring ``ratio`` of all channels (scores are already
+    normalized per group), within each group's floor and cap."""
+    ranked = {}
+    entries = []
+    for g in groups:
+        # a unit of a tied group is the j-th weakest channel of every class together
+        s = np.mean(np.stack([np.sort(c) for c in scores[g.id]]), axis=0)
+        ranked[g.id] = s
+        entries.extend((v, g.id, len(g.roots)) for v in s)
+    if not entries:
+        return {}
+    entries.sort(key=lambda e: e[0])
+    total = sum(n for _, _, n in entries)
+    budget = ratio * total
+    removed = {g.id: 0 for g in groups}
+    caps = {g.id: g.size - allowed_count(0, g.size, 1, opts.min_keep, opts.max_ratio) for g in groups}
+    spent = 0.0
+    for value, gid, weight in entries:
+        if spent + weight / 2 > budget:
+            break
+        if removed[gid] < caps[gid]:
+            removed[gid] += 1
+            spent += weight
+    sizes = {g.id: g.size for g in groups}
+    return {gid: allowed_count(sizes[gid] - r, sizes[gid], opts.round_to, opts.min_keep, opts.max_ratio)
+            for gid, r in removed.items()}
+
+
+def allocate(groups, scores: dict, opts: AllocationOptions, cost_model=None, count_of_factory=None) -> tuple[dict, dict]:
+    """Kept count per group id, and a dict describing what was done."""
+    def counts_for(ratio):
+        if opts.global_ranking:
+            return global_counts(groups, scores, ratio, opts)
+        return uniform_counts(groups, ratio, opts)
+
+    if opts.target_macs is None:
+        ratio = 0.0 if opts.ratio is None else opts.ratio
+        return counts_for(ratio), {"strategy": "global" if opts.global_ranking else "uniform", "ratio": ratio}
+    if cost_model is None or not cost_model.macs_known:
+        raise BadArgumentError("--target-macs needs every MAC count to be known: pass --input-shape for dynamic dims")
+    dense = cost_model.macs(count_of_factory({}))
+    goal = opts.target_macs * dense
+
+    def macs_at(ratio):
+        return cost_model.macs(count_of_factory(counts_for(ratio)))
+
+    hi = opts.max_ratio
+    if macs_at(hi) > goal:
+        best = macs_at(hi) / dense if dense else 1.0
+        raise BadArgumentError(f"--target-macs {opts.target_macs:g} is out of reach: the most this model can "
+                               f"be pruned within the per-group cap is {best:.3f} of its MACs")
+    lo = 0.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if macs_at(mid) <= goal:
+            hi = mid
+        else:
+            lo = mid
+    counts = counts_for(hi)
+    return counts, {"strategy": ("global" if opts.global_ranking else "uniform") + "+target-macs",
+                    "ratio": hi, "target_macs": opts.target_macs}
+
+
+def select_channels(group, scores: list, count: int) -> list[list[int]]:
+    """Keep the ``count`` highest-scoring channels of every class (original order)."""
+    kept = []
+    for s in scores:
+        order = np.argsort(-np.asarray(s), kind="stable")[:count]
+        kept.append(sorted(int(i) for i in order))
+    return kept

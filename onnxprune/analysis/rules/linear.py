@@ -1,0 +1,92 @@
+"""Gemm and MatMul with a constant weight on either side."""
+
+from __future__ import annotations
+
+import math
+
+import onnx
+
+from ..context import IN, OUT, Cost, attr, norm_axis
+from . import register
+from .elementwise import bind_broadcast
+
+
+def _weight_dims(ctx, name):
+    src = ctx.const_source(name)
+    if src is None:
+        return None
+    shape = list(ctx.store.shape(src[0]))
+    return shape if src[1] is None else [shape[p] for p in src[1]]
+
+
+@register("Gemm")
+def gemm(node: onnx.NodeProto, ctx) -> None:
+    a, b, y = node.input[0], node.input[1], node.output[0]
+    c = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    ta, tb = attr(node, "transA", 0), attr(node, "transB", 0)
+    a_k, a_m = (0, 1) if ta else (1, 0)
+    b_k, b_n = (1, 0) if tb else (0, 1)
+    a_dims, b_dims = _weight_dims(ctx, a), _weight_dims(ctx, b)
+    cost_a = ctx.cost_dims(a)
+    if b_dims is not None and a_dims is None:
+        ctx.bind(node, b, b_k, ctx.amap(a, a_k), IN)
+        ymap = ctx.new_space(node, y, 1, b_dims[b_n])
+        ctx.bind(node, b, b_n, ymap, OUT)
+        ctx.set_amap(y, 1, ymap)
+        ctx.set_amap(y, 0, ctx.amap(a, a_m))
+        ctx.costs.append(Cost(node.name, "Gemm", ctx.const_source(b)[0], None if cost_a is None else cost_a[a_m]))
+    elif a_dims is not None and b_dims is None:
+        ctx.bind(node, a, a_k, ctx.amap(b, b_k), IN)
+        ymap = ctx.new_space(node, y, 0, a_dims[a_m])
+        ctx.bind(node, a, a_m, ymap, OUT)
+        ctx.set_amap(y, 0, ymap)
+        ctx.set_amap(y, 1, ctx.amap(b, b_n))
+        cost_b = ctx.cost_dims(b)
+        ctx.costs.append(Cost(node.name, "Gemm", ctx.const_source(a)[0], None if cost_b is None else cost_b[b_n]))
+    else:
+        ctx.block_inputs(node, f"Gemm '{node.name}': needs exactly one constant operand")
+        return
+    if c:
+        bind_broadcast(node, ctx, c, y)
+
+
+@register("MatMul")
+def matmul(node: onnx.NodeProto, ctx) -> None:
+    a, b, y = node.input[0], node.input[1], node.output[0]
+    ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
+    if ra is None or rb is None or ry is None or ra < 2 or rb < 2:
+        ctx.block_inputs(node, f"MatMul '{node.name}': operand ranks unknown or 1-D")
+        return
+    a_is_w, b_is_w = ctx.const_source(a) is not None, ctx.const_source(b) is not None
+    if b_is_w and not a_is_w and rb == 2:
+        n = _weight_dims(ctx, b)[1]
+        ctx.bind(node, b, 0, ctx.amap(a, -1), IN)
+        ymap = ctx.new_space(node, y, ry - 1, n)
+        ctx.bind(node, b, 1, ymap, OUT)
+        ctx.set_amap(y, ry - 1, ymap)
+        for axis, amap in ctx.tracked(a).items():
+            if axis != ra - 1:
+                ctx.set_amap(y, axis + ry - ra, amap)
+        dims = ctx.cost_dims(a)
+        ctx.costs.append(Cost(node.name, "MatMul", ctx.const_source(b)[0],
+                              None if dims is None else float(math.prod(dims[:-1]))))
+    elif a_is_w and not b_is_w and ra == 2:
+        m = _weight_dims(ctx, a)[0]
+        ctx.bind(node, a, 1, ctx.amap(b, -2), IN)
+        ymap = ctx.new_space(node, y, ry - 2, m)
+        ctx.bind(node, a, 0, ymap, OUT)
+        ctx.set_amap(y, ry - 2, ymap)
+        for axis, amap in ctx.tracked(b).items():
+            if axis != rb - 2:
+                ctx.set_amap(y, axis + ry - rb, amap)
+        dims = ctx.cost_dims(b)
+        ctx.costs.append(Cost(node.name, "MatMul", ctx.const_source(a)[0],
+                              None if dims is None else float(math.prod(dims)) / dims[-2]))
+    else:
+        ctx.block_inputs(node, f"MatMul '{node.name}' of two activations (attention) has no channel rule yet")
+        dims_a, dims_y = ctx.cost_dims(a), ctx.cost_dims(y)
+        fixed = None if dims_a is None or dims_y is None else float(math.prod(dims_y)) * dims_a[-1]
+        ctx.costs.append(Cost(node.name, "MatMul", None, None if fixed is None else 1.0, fixed or 0.0))
+
+
+__all__ = ["gemm", "matmul", "norm_axis"]

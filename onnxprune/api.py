@@ -1,0 +1,137 @@
+"""The Python API: inspect(), prune(), apply(). The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import onnx
+
+from . import __version__
+from .allocate import AllocationOptions, allocate, select_channels
+from .analysis import Analysis, AnalysisOptions, analyze
+from .cost import CostModel, count_macs, count_params
+from .errors import BadArgumentError, NothingPrunableError
+from .importance import score_groups
+from .model import ModelSource, load_model, save_model, write_text_atomic
+from .plan import Plan, model_fingerprint
+from .report import build_report, inspect_report
+from .surgery import apply_plan
+from .verify import verify_model
+
+
+def _analysis(model: onnx.ModelProto, input_shapes=None, prune_norm_spaces=False) -> Analysis:
+    return analyze(model, AnalysisOptions(prune_norm_spaces=prune_norm_spaces, input_shapes=input_shapes))
+
+
+def inspect(model: ModelSource, *, input_shapes: dict | None = None, prune_norm_spaces: bool = False) -> dict:
+    """Prunable groups, their sizes and MACs share, and what blocked the rest."""
+    proto = load_model(model)
+    analysis = _analysis(proto, input_shapes, prune_norm_spaces)
+    return inspect_report(proto, analysis, CostModel(analysis))
+
+
+@dataclass
+class PruneResult:
+    model: onnx.ModelProto
+    plan: Plan
+    report: dict = field(default_factory=dict)
+
+    def save(self, path, *, external_data: bool | None = None) -> None:
+        save_model(self.model, path, external_data=external_data)
+
+    def save_plan(self, path) -> None:
+        write_text_atomic(path, self.plan.to_json())
+
+
+def _check_ratio(name: str, value: float | None, upper_open: bool = True) -> None:
+    if value is None:
+        return
+    if not (0.0 <= value < 1.0) if upper_open else not (0.0 < value <= 1.0):
+        rng = "[0, 1)" if upper_open else "(0, 1]"
+        raise BadArgumentError(f"{name} must be in {rng}, got {value:g}")
+
+
+def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l2", global_ranking: bool = False,
+          target_macs: float | None = None, round_to: int = 1, min_keep: int = 1, max_ratio: float = 0.9,
+          reduction: str = "sum", normalize: str = "mean", input_shapes: dict | None = None,
+          prune_norm_spaces: bool = False, verify: bool = True) -> PruneResult:
+    """Prune ``model`` and return the new model, its plan and a report.
+
+    ``ratio`` removes that fraction of every prunable group (or of all channels with
+    ``global_ranking``); ``target_macs`` keeps at most that fraction of the MACs instead.
+    """
+    _check_ratio("ratio", ratio)
+    _check_ratio("target_macs", target_macs, upper_open=False)
+    _check_ratio("max_ratio", max_ratio)
+    if ratio is None and target_macs is None:
+        raise BadArgumentError("give a pruning ratio or a target (e.g. --ratio 0.3 or --target-macs 0.5)")
+    if round_to < 1 or min_keep < 1:
+        raise BadArgumentError("round_to and min_keep must be at least 1")
+    t0 = time.perf_counter()
+    proto = load_model(model)
+    analysis = _analysis(proto, input_shapes, prune_norm_spaces)
+    groups = analysis.prunable
+    if not groups:
+        raise NothingPrunableError(_nothing_prunable_message(analysis))
+    scores = score_groups(analysis, criterion, reduction, normalize)
+    cost = CostModel(analysis)
+    find = analysis.table.find
+    size = analysis.table.size
+
+    def count_of_factory(counts):
+        by_root = {r: counts[g.id] for g in groups if g.id in counts for r in g.roots}
+        return lambda s: by_root.get(find(s), size(s))
+
+    opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio)
+    counts, how = allocate(groups, scores, opts, cost, count_of_factory)
+    settings = {"criterion": criterion, "reduction": reduction, "normalize": normalize, "round_to": round_to,
+                "min_keep": min_keep, "max_ratio": max_ratio, "prune_norm_spaces": prune_norm_spaces, **how}
+    plan = Plan(model_fingerprint(proto), {}, settings)
+    for g in groups:
+        k = counts[g.id]
+        if k < g.size:
+            plan.groups[g.id] = {"size": g.size, "keep": select_channels(g, scores[g.id], k)}
+    pruned = _apply(proto, analysis, plan, input_shapes, verify)
+    report = build_report(proto, pruned, analysis, plan, input_shapes, time.perf_counter() - t0)
+    return PruneResult(pruned, plan, report)
+
+
+def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | None = None,
+          verify: bool = True) -> PruneResult:
+    """Re-apply a saved plan to the model it was made for."""
+    t0 = time.perf_counter()
+    proto = load_model(model)
+    if isinstance(plan, str):
+        plan = Plan.from_json(plan)
+    elif isinstance(plan, dict):
+        plan = Plan.from_dict(plan)
+    analysis = _analysis(proto, input_shapes, bool(plan.settings.get("prune_norm_spaces", False)))
+    plan.validate_against(analysis, model_fingerprint(proto))
+    pruned = _apply(proto, analysis, plan, input_shapes, verify)
+    report = build_report(proto, pruned, analysis, plan, input_shapes, time.perf_counter() - t0)
+    return PruneResult(pruned, plan, report)
+
+
+def _apply(proto, analysis, plan, input_shapes, verify):
+    pruned = apply_plan(analysis, plan)
+    meta = pruned.metadata_props.add()
+    meta.key = "onnxprune"
+    meta.value = f"version={__version__}; groups_pruned={len(plan.groups)}; {plan.settings.get('strategy', 'plan')}"
+    if verify:
+        verify_model(proto, pruned, input_shapes)
+    return pruned
+
+
+def _nothing_prunable_message(analysis) -> str:
+    reasons = {}
+    for g in analysis.groups:
+        for r in g.blocked[:1]:
+            reasons[r] = reasons.get(r, 0) + 1
+    if not reasons:
+        return "nothing to prune: the model has no channel groups (no Conv/Gemm/MatMul with constant weights)"
+    top = max(reasons, key=reasons.get)
+    return f"nothing to prune: all {len(analysis.groups)} channel groups are blocked (most often: {top})"
+
+
+__all__ = ["inspect", "prune", "apply", "PruneResult", "count_macs", "count_params"]

@@ -1,0 +1,230 @@
+"""Command line: thin wrappers that parse options, call the API and print.
+
+Errors print one line on stderr and exit with the code documented in
+:mod:`onnxprune.errors` (tracebacks only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE, BadArgumentError, OnnxPruneError
+
+CRITERIA = ["l1", "l2", "bn", "fpgm", "connectivity"]
+DEFAULT_ROUND_TO = 8
+
+
+def _human(n) -> str:
+    if n is None:
+        return "?"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _check_outputs(model: str, *outs) -> None:
+    for out in outs:
+        if out and _same_file(model, out):
+            raise BadArgumentError(f"output path {out} is the input model; refusing to overwrite it")
+
+
+def _input_shapes(specs):
+    from .model import parse_input_shapes
+
+    return parse_input_shapes(specs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnxprune")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Structured pruning for ONNX models from any framework."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+input_shape_option = click.option(
+    "--input-shape", "input_shape", multiple=True, metavar="NAME=DxDx..",
+    help="Concrete shape for a model input with dynamic dims (e.g. input=1x3x224x224); repeatable.")
+norm_option = click.option(
+    "--prune-norm-spaces", is_flag=True,
+    help="Also prune channels normalized together by LayerNorm/GroupNorm (inexact: changes their statistics).")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the machine-readable report.")
+@click.option("--all", "show_all", is_flag=True, help="List every group, not just the first 40.")
+@input_shape_option
+@norm_option
+def inspect(model, as_json, show_all, input_shape, prune_norm_spaces):
+    """Show prunable channel groups, their MACs share, and what blocked the rest."""
+    from .api import inspect as api_inspect
+
+    report = api_inspect(model, input_shapes=_input_shapes(input_shape), prune_norm_spaces=prune_norm_spaces)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    m, s = report["model"], report["summary"]
+    click.echo(f"{model}: opset {m['opset']}, {m['nodes']} nodes, {_human(m['params'])} params, "
+               f"{_human(m['macs'])} MACs")
+    share = s["prunable_macs_share"]
+    click.echo(f"{s['groups']} channel groups: {s['prunable']} prunable ({s['prunable_channels']} channels"
+               + (f", touching {share:.0%} of MACs" if share is not None else "") + f"), {s['blocked']} blocked")
+    click.echo(f"{'id':>4}  {'channels':>8}  {'MACs%':>6}  {'kind':<24}  name / blocked by")
+    rows = report["groups"] if show_all else report["groups"][:40]
+    for g in rows:
+        pct = "" if g["macs_share"] is None else f"{100 * g['macs_share']:.1f}"
+        status = g["name"] if g["prunable"] else "BLOCKED: " + g["blocked_by"][0]
+        if g["prunable"] and not g["exact"]:
+            status += "  (inexact: " + g["inexact_because"][0] + ")"
+        click.echo(f"{g['id']:>4}  {g['channels']:>8}  {pct:>6}  {g['kind']:<24}  {status}")
+    if len(report["groups"]) > len(rows):
+        click.echo(f"... {len(report['groups']) - len(rows)} more (use --all or --json)")
+    if s["blocked_reasons"]:
+        click.echo("blocked because:")
+        for reason, n in s["blocked_reasons"].items():
+            click.echo(f"  {n:>3} x {reason}")
+
+
+def _write_outputs(result, output, report_path, plan_out):
+    from .model import write_text_atomic
+
+    result.save(output)
+    if plan_out:
+        result.save_plan(plan_out)
+    if report_path:
+        write_text_atomic(report_path, json.dumps(result.report, indent=1))
+
+
+def _summary(result, output) -> list[str]:
+    r = result.report
+    lines = [f"pruned {r['groups_pruned']} of {r['groups_prunable']} prunable groups "
+             f"({r['groups_total']} total) in {r['seconds']:.2f} s"]
+    if r["params_ratio"] is not None:
+        lines.append(f"params  {_human(r['params_before'])} -> {_human(r['params_after'])} ({r['params_ratio']:.3f}x)")
+    if r["macs_ratio"] is not None:
+        lines.append(f"MACs    {_human(r['macs_before'])} -> {_human(r['macs_after'])} ({r['macs_ratio']:.3f}x)")
+    else:
+        lines.append("MACs    unknown (dynamic dims: pass --input-shape)")
+    lines.append(f"size    {r['bytes_before'] / 1e6:.2f} MB -> {r['bytes_after'] / 1e6:.2f} MB")
+    lines.append(f"wrote {output}")
+    return lines
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned model path.")
+@click.option("--ratio", type=float, help="Fraction of channels to remove, in [0, 1).")
+@click.option("--criterion", type=click.Choice(CRITERIA), default="l2", show_default=True,
+              help="Channel importance criterion.")
+@click.option("--global", "global_ranking", is_flag=True,
+              help="Rank normalized scores across groups instead of the same ratio everywhere.")
+@click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs (searches the ratio).")
+@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
+              help="Kept channel counts are multiples of this (fast kernels); 1 disables.")
+@click.option("--min-keep", type=int, default=1, show_default=True, help="Channels every group keeps at least.")
+@click.option("--max-ratio", type=float, default=0.9, show_default=True,
+              help="At most this fraction of any one group is removed.")
+@click.option("--reduction", type=click.Choice(["sum", "mean", "max"]), default="sum", show_default=True,
+              help="How member scores combine within a group.")
+@click.option("--normalize", type=click.Choice(["mean", "max", "sum", "none"]), default="mean", show_default=True,
+              help="Per-group score normalization (matters for --global).")
+@input_shape_option
+@norm_option
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@click.option("--plan-out", type=click.Path(dir_okay=False), help="Write the pruning plan (JSON) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of a summary.")
+@click.option("--no-verify", is_flag=True, help="Skip the onnx.checker + ONNX Runtime check of the result.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def prune(model, output, ratio, criterion, global_ranking, target_macs, round_to, min_keep, max_ratio, reduction,
+          normalize, input_shape, prune_norm_spaces, report_path, plan_out, as_json, no_verify, quiet):
+    """Prune MODEL and write the smaller model to OUTPUT."""
+    from .api import prune as api_prune
+
+    _check_outputs(model, output, report_path, plan_out)
+    result = api_prune(model, ratio=ratio, criterion=criterion, global_ranking=global_ranking,
+                       target_macs=target_macs, round_to=round_to, min_keep=min_keep, max_ratio=max_ratio,
+                       reduction=reduction, normalize=normalize, input_shapes=_input_shapes(input_shape),
+                       prune_norm_spaces=prune_norm_spaces, verify=not no_verify)
+    _write_outputs(result, output, report_path, plan_out)
+    if as_json:
+        click.echo(json.dumps(result.report, indent=1))
+    elif not quiet:
+        click.echo("\n".join(_summary(result, output)))
+
+
+@cli.command("apply")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned model path.")
+@input_shape_option
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@click.option("--no-verify", is_flag=True, help="Skip the onnx.checker + ONNX Runtime check of the result.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def apply_cmd(model, plan, output, input_shape, report_path, no_verify, quiet):
+    """Apply a saved PLAN (from prune --plan-out) to MODEL."""
+    from .api import apply as api_apply
+    from .errors import InputError
+
+    _check_outputs(model, output, report_path)
+    try:
+        text = Path(plan).read_text()
+    except OSError as exc:
+        raise InputError(f"{plan}: cannot read plan ({exc.strerror or exc})") from None
+    result = api_apply(model, text, input_shapes=_input_shapes(input_shape), verify=not no_verify)
+    _write_outputs(result, output, report_path, None)
+    if not quiet:
+        click.echo("\n".join(_summary(result, output)))
+
+
+@cli.command("exit-codes")
+def exit_codes():
+    """List the exit codes onnxprune uses."""
+    for code, meaning in sorted(EXIT_CODES.items()):
+        click.echo(f"{code:>3}  {meaning}")
+
+
+def main(argv=None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="onnxprune", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("onnxprune: aborted", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        click.echo(f"onnxprune: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except OnnxPruneError as exc:
+        if debug:
+            raise
+        click.echo(f"onnxprune: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("onnxprune: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line unless --debug
+        if debug:
+            raise
+        click.echo(f"onnxprune: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)",
+                   err=True)
+        sys.exit(EXIT_INTERNAL)

@@ -1,0 +1,132 @@
+"""Parameters and MACs.
+
+Two views that must agree (a test checks it):
+
+* :func:`count_macs` / :func:`count_params` measure any model from its shapes alone;
+  reports use them on the original and the pruned file.
+* :class:`CostModel` predicts a plan's MACs and params from an analysis in microseconds,
+  for allocation searches: each costly node's MACs are ``factor * numel(weight)`` and a
+  weight's numel after pruning follows from its members' axis maps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from .model import WeightStore, infer_shapes, with_input_shapes
+from .analysis.spaces import new_length
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Floating-point weights: initializers and Constant-node tensors."""
+    total = 0
+    for t in model.graph.initializer:
+        if t.data_type in FLOAT_TYPES:
+            total += math.prod(t.dims)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type in FLOAT_TYPES:
+                    total += math.prod(a.t.dims)
+    return int(total)
+
+
+def count_macs(model: onnx.ModelProto, input_shapes: dict | None = None) -> int | None:
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul; None when a needed
+    dim stays dynamic (pass ``input_shapes``)."""
+    shapes = infer_shapes(with_input_shapes(model, input_shapes))
+
+    def dims(name):
+        s = shapes.get(name)
+        return s if s is not None and all(isinstance(d, int) for d in s) else None
+
+    total = 0
+    for node in model.graph.node:
+        op = node.op_type
+        if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            continue
+        if op in ("Conv", "ConvTranspose"):
+            w, ref = dims(node.input[1]), dims(node.output[0] if op == "Conv" else node.input[0])
+            if w is None or ref is None:
+                return None
+            total += math.prod(w) * ref[0] * math.prod(ref[2:])
+        elif op == "Gemm":
+            a, y = dims(node.input[0]), dims(node.output[0])
+            if a is None or y is None:
+                return None
+            k = a[0] if _attr(node, "transA", 0) else a[1]
+            total += y[0] * y[1] * k
+        else:
+            a, y = dims(node.input[0]), dims(node.output[0])
+            if a is None or y is None:
+                return None
+            total += math.prod(y) * a[-1]
+    return int(total)
+
+
+def _attr(node, name, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+class CostModel:
+    """Fast MACs/params of an analysis under per-space kept counts."""
+
+    def __init__(self, analysis):
+        self.analysis = analysis
+        ctx = analysis.ctx
+        self.store: WeightStore = ctx.store
+        self.members_by_tensor: dict[str, list] = {}
+        for m in ctx.members.values():
+            self.members_by_tensor.setdefault(m.tensor, []).append(m)
+        self.costs = ctx.costs
+        self.macs_known = all(c.factor is not None for c in self.costs)
+        self.float_weights = [n for n in self.store.names() if self._is_float(n)]
+        self._originals = {}
+        for copy_name, orig in analysis.copies.items():
+            self._originals[copy_name] = orig
+
+    def _is_float(self, name: str) -> bool:
+        return self.store.get(name).dtype.kind == "f"
+
+    def numel(self, tensor: str, count_of) -> int:
+        shape = list(self.store.shape(tensor))
+        for m in self.members_by_tensor.get(tensor, ()):
+            shape[m.axis] = new_length(m.amap, count_of)
+        return math.prod(shape)
+
+    def macs(self, count_of) -> float | None:
+        if not self.macs_known:
+            return None
+        total = 0.0
+        for c in self.costs:
+            total += c.fixed if c.weight is None else c.factor * self.numel(c.weight, count_of)
+        return total
+
+    def params(self, count_of) -> int:
+        """Params with untied copies counted once when they are unpruned (as saved)."""
+        total, seen_unpruned = 0, set()
+        for name in self.float_weights:
+            orig = self._originals.get(name, name)
+            pruned = name in self.members_by_tensor
+            if not pruned:
+                if orig in seen_unpruned:
+                    continue
+                seen_unpruned.add(orig)
+            total += self.numel(name, count_of)
+        return total
+
+
+def full_count(analysis):
+    table = analysis.table
+    return lambda space: table.size(space)
+
+
+__all__ = ["count_params", "count_macs", "CostModel", "full_count", "np"]

@@ -1,0 +1,116 @@
+"""Weight-only criteria: L1, L2, BN scale, FPGM, connectivity."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analysis.context import DW, IN, NORM_SCALE, OUT
+from ..analysis.spaces import seg_channel_positions
+from . import register
+
+MAGNITUDE_ROLES = (OUT, IN, DW)
+
+
+def member_slices(analysis, member):
+    """Yield (class root, channel-major array (channels, values)) for each segment of a
+    member: all weight values that belong to each channel of that class."""
+    table = analysis.table
+    w = analysis.ctx.store.get(member.tensor).astype(np.float64)
+    if member.groups is not None:  # grouped conv input axis: rows of group j read part j
+        g = len(member.groups)
+        rows = w.shape[0] // g
+        for j, part in enumerate(member.groups):
+            yield from _slices(table, np.moveaxis(w[j * rows : (j + 1) * rows], 1, 0), part)
+        return
+    yield from _slices(table, np.moveaxis(w, member.axis, 0), member.amap)
+
+
+def _slices(table, w_axis_first, amap):
+    offset = 0
+    flat = w_axis_first.reshape(w_axis_first.shape[0], -1)
+    for seg in amap:
+        if seg.space is not None:
+            pos = seg_channel_positions(seg, offset)  # (size, k)
+            yield table.find(seg.space), flat[pos].reshape(seg.size, -1)
+        offset += seg.length
+
+
+def _per_member(analysis, group, roles, reduce_fn):
+    """list over members of {root: per-channel values} for members with these roles."""
+    roots = set(group.roots)
+    out = []
+    for m in group.members:
+        if m.role not in roles:
+            continue
+        acc: dict[int, np.ndarray] = {}
+        for root, block in member_slices(analysis, m):
+            if root in roots:
+                acc[root] = acc.get(root, 0) + reduce_fn(block)
+        if acc:
+            out.append(acc)
+    return out
+
+
+def _combine(group, per_member, reduction: str, post=None):
+    scores = []
+    for root in group.roots:
+        vals = [pm[root] for pm in per_member if root in pm]
+        if not vals:
+            scores.append(np.zeros(group.size))
+            continue
+        if post is not None:
+            vals = [post(v) for v in vals]
+        stack = np.stack(vals)
+        scores.append({"sum": stack.sum(0), "mean": stack.mean(0), "max": stack.max(0)}[reduction])
+    return scores
+
+
+@register("l1")
+def l1(analysis, group, reduction):
+    return _combine(group, _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: np.abs(b).sum(1)), reduction)
+
+
+@register("l2")
+def l2(analysis, group, reduction):
+    per = _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: (b * b).sum(1))
+    return _combine(group, per, reduction, post=np.sqrt)
+
+
+@register("connectivity")
+def connectivity(analysis, group, reduction):
+    """½ Σ w² over every in- and out-connection of the channel (summed over members)."""
+    per = _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: 0.5 * (b * b).sum(1))
+    return _combine(group, per, "sum")
+
+
+@register("bn")
+def bn_scale(analysis, group, reduction):
+    """|γ| of the normalization layers in the group; L2 where a group has none."""
+    per = _per_member(analysis, group, (NORM_SCALE,), lambda b: np.abs(b).sum(1))
+    if not per:
+        return l2(analysis, group, reduction)
+    return _combine(group, per, reduction)
+
+
+@register("fpgm")
+def fpgm(analysis, group, reduction):
+    """Filter pruning via geometric median: a channel whose weights lie close to all the
+    others (near the geometric median) is redundant and scores low."""
+    roots = set(group.roots)
+    feats: dict[int, list] = {r: [] for r in group.roots}
+    for m in group.members:
+        if m.role not in MAGNITUDE_ROLES:
+            continue
+        for root, block in member_slices(analysis, m):
+            if root in roots:
+                feats[root].append(block)
+    scores = []
+    for root in group.roots:
+        if not feats[root]:
+            scores.append(np.zeros(group.size))
+            continue
+        x = np.concatenate(feats[root], axis=1)
+        sq = (x * x).sum(1)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
+        scores.append(np.sqrt(d2).sum(1))
+    return scores
