@@ -331,24 +331,58 @@ def infer_shapes(model: onnx.ModelProto) -> dict[str, list]:
     except Exception:  # inference is best effort; missing shapes block what needs them
         inferred = model
     g = inferred.graph
-    graph_io = {vi.name for vi in list(model.graph.input) + list(model.graph.output)}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
             dims = []
             for d in vi.type.tensor_type.shape.dim:
                 if d.HasField("dim_value"):
                     dims.append(int(d.dim_value))
-                elif d.HasField("dim_param") and not (d.dim_param.startswith("unk__") and vi.name not in graph_io):
+                elif d.HasField("dim_param") and not d.dim_param.startswith("unk__"):
                     dims.append(d.dim_param)
                 else:
                     dims.append(None)
             shapes[vi.name] = dims
+    if any(d is None for v in shapes.values() for d in v) or len(shapes) < len(_all_outputs(model)):
+        _fill_from_symbolic(model, shapes)
     for t in g.initializer:
         shapes[t.name] = list(t.dims)
     store = WeightStore(g)
     for name in store.names():
         shapes.setdefault(name, list(store.shape(name)))
     return shapes
+
+
+def _all_outputs(model: onnx.ModelProto) -> list[str]:
+    return [o for n in model.graph.node for o in n.output if o]
+
+
+def _fill_from_symbolic(model: onnx.ModelProto, shapes: dict) -> None:
+    """Fill dims onnx could not infer with onnxruntime's symbolic shape inference, which
+    evaluates shape arithmetic (Shape→Gather→Div→Slice) that onnx's data propagation
+    leaves open. Best effort: it may not know every op."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except Exception:  # optional: older runtimes lack it
+        return
+    try:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            out = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+    except Exception:
+        return
+    if out is None:
+        return
+    for vi in list(out.graph.value_info) + list(out.graph.output):
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = [int(d.dim_value) if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        have = shapes.get(vi.name)
+        if have is None:
+            shapes[vi.name] = [d if d is not None else None for d in dims]
+        elif len(have) == len(dims):
+            shapes[vi.name] = [h if h is not None else d for h, d in zip(have, dims)]
 
 
 def with_input_shapes(model: onnx.ModelProto, overrides: dict[str, list[int]] | None) -> onnx.ModelProto:
@@ -375,6 +409,9 @@ def with_input_shapes(model: onnx.ModelProto, overrides: dict[str, list[int]] | 
         elif len(dims) and not dims[0].HasField("dim_value"):
             dims[0].Clear()
             dims[0].dim_value = 1
+    for out in m.graph.output:  # recomputed from the concrete inputs
+        if out.type.HasField("tensor_type"):
+            out.type.tensor_type.ClearField("shape")
     del m.graph.value_info[:]
     return m
 
