@@ -1,7 +1,7 @@
 """A tiny graph builder and the checks every rule test shares.
 
 Graphs are built with ``onnx.helper`` (opset 17 unless told, IR version 8 so that the
-installed onnxruntime accepts them), weights drawn from ``np.random.default_rng(seed)``.
+installed onnxruntime accepts them; 10 for opset 21), weights drawn from ``np.random.default_rng(seed)``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class G:
         self.inputs.append(helper.make_tensor_value_info(name, dtype, shape))
         return name
 
-    def output(self, name: str, dtype=FLOAT) -> str:
-        self.outputs.append(helper.make_tensor_value_info(name, dtype, None))
+    def output(self, name: str, shape=None, dtype=FLOAT) -> str:
+        """A graph output; its shape comes from shape inference unless given."""
+        self.outputs.append(helper.make_tensor_value_info(name, dtype, shape))
         return name
 
     def init(self, value, name: str | None = None) -> str:
@@ -83,7 +84,8 @@ class G:
     def model(self) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, "g", self.inputs, self.outputs, self.inits)
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
-        m.ir_version = 8
+        # IR 8 (what onnxruntime accepts) unless the opset needs newer
+        m.ir_version = 8 if self.opset <= 18 else 9 if self.opset <= 20 else 10
         # graph outputs were declared without shapes: take them from shape inference
         inferred = onnx.shape_inference.infer_shapes(m)
         known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}

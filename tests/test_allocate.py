@@ -1,0 +1,61 @@
+import numpy as np
+import onnx
+import pytest
+
+import onnxprune
+from onnxprune.allocate import AllocationOptions, allowed_count, global_counts, uniform_counts
+from onnxprune.analysis import analyze
+from onnxprune.importance import score_groups
+from tests.conftest import MODELS
+
+
+@pytest.mark.parametrize("keep, size, round_to, expected", [
+    (11.2, 16, 8, 8), (12.5, 16, 8, 16), (5, 64, 8, 8), (45, 64, 8, 48), (3, 10, 8, 8), (7, 7, 8, 7), (0, 16, 1, 2),
+])
+def test_allowed_count(keep, size, round_to, expected):
+    assert allowed_count(keep, size, round_to, 1, 0.9) == expected
+
+
+def test_min_keep_and_cap():
+    assert allowed_count(0, 100, 1, 5, 0.99) == 5
+    assert allowed_count(0, 100, 1, 1, 0.5) == 50
+
+
+def test_round_to_respected_by_every_strategy():
+    for kwargs in ({"ratio": 0.3}, {"ratio": 0.5, "global_ranking": True}, {"target_macs": 0.6}):
+        result = onnxprune.prune(str(MODELS / "resnet_bottleneck.onnx"), round_to=4, **kwargs)
+        analysis = analyze(onnx.load(str(MODELS / "resnet_bottleneck.onnx")))
+        for gid, g in result.plan.groups.items():
+            k = len(g["keep"][0])
+            assert k % 4 == 0 or k == analysis.group(gid).size
+
+
+def test_global_prefers_low_scores():
+    a = analyze(onnx.load(str(MODELS / "resnet_basic.onnx")))
+    groups = a.prunable
+    scores = {g.id: [np.full(g.size, 1.0)] for g in groups}
+    scores[groups[0].id] = [np.full(groups[0].size, 0.01)]  # one weak group
+    counts = global_counts(groups, scores, 0.1, AllocationOptions(round_to=1, max_ratio=0.9))
+    assert counts[groups[0].id] < groups[0].size
+    assert all(counts[g.id] == g.size for g in groups[1:]) or sum(
+        g.size - counts[g.id] for g in groups[1:]) < groups[0].size
+
+
+def test_uniform_counts():
+    a = analyze(onnx.load(str(MODELS / "resnet_basic.onnx")))
+    counts = uniform_counts(a.prunable, 0.25, AllocationOptions(round_to=1))
+    for g in a.prunable:
+        assert counts[g.id] == round(g.size * 0.75)
+
+
+def test_unreachable_target_is_a_clear_error():
+    with pytest.raises(onnxprune.OnnxPruneError, match="out of reach"):
+        onnxprune.prune(str(MODELS / "lstm.onnx"), target_macs=0.01)
+
+
+def test_scores_for_every_criterion_are_finite():
+    a = analyze(onnx.load(str(MODELS / "resnet_basic_bn.onnx")))
+    for crit in ("l1", "l2", "bn", "fpgm", "connectivity"):
+        s = score_groups(a, crit)
+        assert set(s) == {g.id for g in a.prunable}
+        assert all(np.isfinite(np.concatenate(v)).all() for v in s.values())
