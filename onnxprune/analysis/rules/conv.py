@@ -77,30 +77,39 @@ def conv(node: onnx.NodeProto, ctx) -> None:
     ctx.set_amap(y, 1, ymap)
 
 
+def _parts(ctx, node, amap, g: int, per: int):
+    """``amap`` cut into ``g`` runs of ``per`` channels, each one whole space; None when
+    cuts were requested (next pass) or impossible (then blocked)."""
+    parts = [ctx.table.slice_map(amap, j * per, (j + 1) * per) for j in range(g)]
+    if any(p is None for p in parts):
+        return None
+    if any(len(p) != 1 or p[0].space is None or p[0].inner != 1 or p[0].outer != 1 for p in parts):
+        ctx.block(amap, node, "channel groups do not map onto whole spaces")
+        return None
+    ctx.table.tie([p[0].space for p in parts])
+    return parts
+
+
+def _grouped_output(ctx, node, y: str, m: int, g: int):
+    """A fresh output space pre-cut into ``g`` equal, tied groups."""
+    ctx.table.cuts.setdefault(f"{node.name}:{y}:1", set()).update(j * (m // g) for j in range(1, g))
+    ymap = ctx.new_space(node, y, 1, m)
+    return ymap, _parts(ctx, node, ymap, g, m // g)
+
+
 def _grouped(node, ctx, xmap, w, y, m, cg, g):
     """Grouped conv: each group keeps the same number of input and of output channels."""
-    table = ctx.table
     if m % g:
         ctx.block(xmap, node, f"{m} output channels do not divide into {g} groups")
         return None
-    mg = m // g
-    origin = f"{node.name}:{y}:1"
-    table.cuts.setdefault(origin, set()).update(j * mg for j in range(1, g))
-    ymap = ctx.new_space(node, y, 1, m)
-    out_parts = [table.slice_map(ymap, j * mg, (j + 1) * mg) for j in range(g)]
-    if any(p is None or len(p) != 1 for p in out_parts):
-        table.block(ymap, f"Conv '{node.name}': output groups are split further")
+    ymap, out_parts = _grouped_output(ctx, node, y, m, g)
+    if out_parts is None:
         return None
-    table.tie([p[0].space for p in out_parts])
     if has_spaces(xmap):
-        in_parts = [table.slice_map(xmap, j * cg, (j + 1) * cg) for j in range(g)]
-        if any(p is None for p in in_parts):
-            return None  # cuts requested; resolved in the next pass
-        if any(len(p) != 1 or p[0].space is None or p[0].inner != 1 or p[0].outer != 1 for p in in_parts):
-            table.block(xmap, f"Conv '{node.name}': input channel groups do not map onto whole spaces")
-            table.block(ymap, f"Conv '{node.name}': input channel groups do not map onto whole spaces")
+        in_parts = _parts(ctx, node, xmap, g, cg)
+        if in_parts is None:
+            ctx.table.block(ymap, f"Conv '{node.name}': input channel groups do not map onto whole spaces")
             return None
-        table.tie([p[0].space for p in in_parts])
         ctx.bind(node, w, 1, in_parts[0], IN, groups=in_parts)
     ctx.bind(node, w, 0, ymap, OUT)
     return ymap
@@ -129,9 +138,18 @@ def conv_transpose(node: onnx.NodeProto, ctx) -> None:
         ymap = xmap
         ctx.bind(node, w, 0, ymap, DW)
         ctx.add_fixup(SetGroupAttr(ctx.node_index[node.name], xmap))
-    else:
-        ctx.block(xmap, node, f"grouped ConvTranspose (group={g}) is not supported")
-        return
+    else:  # grouped: weight rows are input channels, group j's columns its outputs
+        if cin % g:
+            ctx.block(xmap, node, f"{cin} input channels do not divide into {g} groups")
+            return
+        if has_spaces(xmap):
+            if _parts(ctx, node, xmap, g, cin // g) is None:
+                return
+            ctx.bind(node, w, 0, xmap, IN)
+        ymap, out_parts = _grouped_output(ctx, node, y, mg * g, g)
+        if out_parts is None:
+            return
+        ctx.bind(node, w, 1, out_parts[0], OUT, groups=out_parts)
     if b:
         ctx.bind(node, b, 0, ymap, BIAS)
     ctx.set_amap(y, 1, ymap)
