@@ -10,6 +10,7 @@ that are still identical when saving.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -94,7 +95,7 @@ def check_model(model: onnx.ModelProto) -> None:
             f"model uses opset {opset}; onnxprune supports opsets {MIN_OPSET} to {MAX_OPSET}"
         )
     try:
-        if model.ByteSize() < TWO_GB:
+        if approx_size(model) < TWO_GB:
             onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
@@ -320,12 +321,49 @@ def remove_unused(model: onnx.ModelProto) -> None:
 # ------------------------------------------------------------------ shape inference
 
 
+SKELETON_MAX_ELEMENTS = 4096
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy without the large weights (declared as typed graph inputs instead), for
+    shape inference: the same shapes at a fraction of the copying and serializing."""
+    m = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name,
+                        producer_version=model.producer_version, domain=model.domain,
+                        model_version=model.model_version)
+    m.opset_import.extend(model.opset_import)
+    m.functions.extend(model.functions)
+    g, src = m.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    declared = {i.name for i in src.input}
+    for t in src.initializer:
+        if math.prod(t.dims) <= SKELETON_MAX_ELEMENTS or t.data_type not in _FLOATS:
+            g.initializer.append(t)
+        elif t.name not in declared:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return m
+
+
+_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+
+
+def approx_size(model: onnx.ModelProto) -> int:
+    """Serialized size, cheaply: weight payloads plus the rest (for the 2 GB limit)."""
+    weights = sum(len(t.raw_data) or 4 * math.prod(t.dims) for t in model.graph.initializer)
+    return weights + skeleton(model).ByteSize()
+
+
 def infer_shapes(model: onnx.ModelProto) -> dict[str, list]:
     """Best-effort shapes of every tensor: name -> list of dims (int, str symbol or None).
 
     Tolerates dynamic dims and ops onnx cannot infer (their outputs are simply absent).
     """
     shapes: dict[str, list] = {}
+    full = model
+    model = skeleton(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort; missing shapes block what needs them
@@ -344,9 +382,9 @@ def infer_shapes(model: onnx.ModelProto) -> dict[str, list]:
             shapes[vi.name] = dims
     if any(d is None for v in shapes.values() for d in v) or len(shapes) < len(_all_outputs(model)):
         _fill_from_symbolic(model, shapes)
-    for t in g.initializer:
+    for t in full.graph.initializer:
         shapes[t.name] = list(t.dims)
-    store = WeightStore(g)
+    store = WeightStore(full.graph)
     for name in store.names():
         shapes.setdefault(name, list(store.shape(name)))
     return shapes
@@ -386,9 +424,10 @@ def _fill_from_symbolic(model: onnx.ModelProto, shapes: dict) -> None:
 
 
 def with_input_shapes(model: onnx.ModelProto, overrides: dict[str, list[int]] | None) -> onnx.ModelProto:
-    """A copy whose graph inputs have concrete dims: overrides, else 1 for a dynamic leading dim."""
-    m = copy.deepcopy(model)
-    init_names = {t.name for t in m.graph.initializer}
+    """A weightless copy (see :func:`skeleton`) whose graph inputs have concrete dims:
+    overrides, else 1 for a dynamic leading dim. For shape inference only."""
+    m = skeleton(model)
+    init_names = {t.name for t in model.graph.initializer}
     known = {i.name for i in m.graph.input if i.name not in init_names}
     for name in overrides or {}:
         if name not in known:
@@ -448,7 +487,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{path}: output folder {folder} is not writable")
     if external_data is None:
-        external_data = model.ByteSize() >= TWO_GB
+        external_data = approx_size(model) >= TWO_GB
     try:
         with tempfile.TemporaryDirectory(dir=folder, prefix=".onnxprune-") as tmp:
             tmp_model = Path(tmp) / path.name
