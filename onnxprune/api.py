@@ -36,9 +36,10 @@ class PruneResult:
     model: onnx.ModelProto
     plan: Plan
     report: dict = field(default_factory=dict)
+    serialized: bytes | None = field(default=None, repr=False)  # self.model's bytes, when known
 
     def save(self, path, *, external_data: bool | None = None) -> None:
-        save_model(self.model, path, external_data=external_data)
+        save_model(self.model, path, external_data=external_data, serialized=self.serialized)
 
     def save_plan(self, path) -> None:
         write_text_atomic(path, self.plan.to_json())
@@ -92,9 +93,9 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         k = counts[g.id]
         if k < g.size:
             plan.groups[g.id] = {"size": g.size, "keep": select_channels(g, scores[g.id], k)}
-    pruned = _apply(proto, analysis, plan, input_shapes, verify)
-    report = build_report(proto, pruned, analysis, plan, input_shapes, time.perf_counter() - t0)
-    return PruneResult(pruned, plan, report)
+    pruned, data = _apply(proto, analysis, plan, input_shapes, verify)
+    report = build_report(proto, pruned, analysis, plan, input_shapes, time.perf_counter() - t0, data)
+    return PruneResult(pruned, plan, report, data)
 
 
 def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | None = None,
@@ -108,19 +109,18 @@ def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | N
         plan = Plan.from_dict(plan)
     analysis = _analysis(proto, input_shapes, bool(plan.settings.get("prune_norm_spaces", False)))
     plan.validate_against(analysis, model_fingerprint(proto))
-    pruned = _apply(proto, analysis, plan, input_shapes, verify)
-    report = build_report(proto, pruned, analysis, plan, input_shapes, time.perf_counter() - t0)
-    return PruneResult(pruned, plan, report)
+    pruned, data = _apply(proto, analysis, plan, input_shapes, verify)
+    report = build_report(proto, pruned, analysis, plan, input_shapes, time.perf_counter() - t0, data)
+    return PruneResult(pruned, plan, report, data)
 
 
 def _apply(proto, analysis, plan, input_shapes, verify):
-    pruned = apply_plan(analysis, plan)
+    pruned = apply_plan(analysis, plan, consume=True)
     meta = pruned.metadata_props.add()
     meta.key = "onnxprune"
     meta.value = f"version={__version__}; groups_pruned={len(plan.groups)}; {plan.settings.get('strategy', 'plan')}"
-    if verify:
-        verify_model(proto, pruned, input_shapes)
-    return pruned
+    data = verify_model(proto, pruned, input_shapes) if verify else None
+    return pruned, data
 
 
 def _nothing_prunable_message(analysis) -> str:

@@ -406,8 +406,16 @@ def _fill_from_symbolic(model: onnx.ModelProto, shapes: dict) -> None:
         import contextlib
         import io
 
+        # The same steps as SymbolicShapeInference.infer_shapes, which on incomplete
+        # inference also saves a temporary model into the current directory; partial
+        # results are all we need here.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            out = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+            ssi = SymbolicShapeInference(2**31 - 1, True, False, 0)
+            ssi._preprocess(model)
+            while ssi.run_:
+                ssi._infer_impl()
+            ssi._update_output_from_vi()
+            out = ssi.out_mp_
     except Exception:
         return
     if out is None:
@@ -474,7 +482,8 @@ def parse_input_shapes(specs) -> dict[str, list[int]]:
 # ------------------------------------------------------------------------- saving
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> None:
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None,
+               serialized: bytes | None = None) -> None:
     """Write atomically: a temporary file in the target folder, then rename.
 
     Models past the 2 GB protobuf limit (or when asked) get their weights in
@@ -487,7 +496,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{path}: output folder {folder} is not writable")
     if external_data is None:
-        external_data = approx_size(model) >= TWO_GB
+        external_data = (len(serialized) if serialized is not None else approx_size(model)) >= TWO_GB
     try:
         with tempfile.TemporaryDirectory(dir=folder, prefix=".onnxprune-") as tmp:
             tmp_model = Path(tmp) / path.name
@@ -499,7 +508,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
                 os.replace(Path(tmp) / data_name, folder / data_name)
             else:
                 with open(tmp_model, "wb") as f:
-                    f.write(model.SerializeToString())
+                    f.write(serialized if serialized is not None else model.SerializeToString())
                     f.flush()
                     os.fsync(f.fileno())
             os.replace(tmp_model, path)

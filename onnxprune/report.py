@@ -69,7 +69,7 @@ def inspect_report(model, analysis, cost: CostModel) -> dict:
     }
 
 
-def build_report(original, pruned, analysis, plan, input_shapes, seconds: float) -> dict:
+def build_report(original, pruned, analysis, plan, input_shapes, seconds: float, serialized: bytes | None = None) -> dict:
     macs_before = count_macs(original, input_shapes)
     macs_after = count_macs(pruned, input_shapes)
     params_before, params_after = count_params(original), count_params(pruned)
@@ -100,7 +100,7 @@ def build_report(original, pruned, analysis, plan, input_shapes, seconds: float)
         "macs_after": macs_after,
         "macs_ratio": macs_after / macs_before if macs_before and macs_after is not None else None,
         "bytes_before": original.ByteSize(),
-        "bytes_after": pruned.ByteSize(),
+        "bytes_after": len(serialized) if serialized is not None else pruned.ByteSize(),
         "groups_total": len(analysis.groups),
         "groups_prunable": sum(g.prunable for g in analysis.groups),
         "groups_pruned": len(plan.groups),

@@ -18,9 +18,9 @@ from .model import WeightStore, remove_unused, retie_constants
 class Surgery:
     """What a fixup may use while editing the new model."""
 
-    def __init__(self, analysis, plan):
+    def __init__(self, analysis, plan, consume: bool = False):
         self.analysis = analysis
-        self.model = copy.deepcopy(analysis.model)
+        self.model = analysis.model if consume else copy.deepcopy(analysis.model)
         self.store = WeightStore(self.model.graph)
         self.opset = analysis.ctx.opset
         table = analysis.table
@@ -147,5 +147,7 @@ def finish(model: onnx.ModelProto, copies: dict) -> None:
     retie_constants(model, copies)
 
 
-def apply_plan(analysis, plan) -> onnx.ModelProto:
-    return Surgery(analysis, plan).run()
+def apply_plan(analysis, plan, consume: bool = False) -> onnx.ModelProto:
+    """The pruned model. ``consume=True`` edits the analysis's working model in place
+    (saves a copy; the analysis must not be used for surgery again)."""
+    return Surgery(analysis, plan, consume).run()

@@ -15,7 +15,9 @@ def member_slices(analysis, member):
     """Yield (class root, channel-major array (channels, values)) for each segment of a
     member: all weight values that belong to each channel of that class."""
     table = analysis.table
-    w = analysis.ctx.store.get(member.tensor).astype(np.float64)
+    w = analysis.ctx.store.get(member.tensor)
+    if w.dtype.kind != "f" or w.dtype.itemsize < 4:
+        w = w.astype(np.float32)
     if member.groups is not None:  # grouped conv input axis: rows of group j read part j
         g = len(member.groups)
         rows = w.shape[0] // g
@@ -30,9 +32,16 @@ def _slices(table, w_axis_first, amap):
     flat = w_axis_first.reshape(w_axis_first.shape[0], -1)
     for seg in amap:
         if seg.space is not None:
-            pos = seg_channel_positions(seg, offset)  # (size, k)
-            yield table.find(seg.space), flat[pos].reshape(seg.size, -1)
+            if seg.inner == 1 and seg.outer == 1:
+                block = flat[offset : offset + seg.size]  # a view: no copy
+            else:
+                block = flat[seg_channel_positions(seg, offset)].reshape(seg.size, -1)
+            yield table.find(seg.space), block
         offset += seg.length
+
+
+def _sumsq(block: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", block, block, dtype=np.float64)
 
 
 def _per_member(analysis, group, roles, reduce_fn):
@@ -67,26 +76,27 @@ def _combine(group, per_member, reduction: str, post=None):
 
 @register("l1")
 def l1(analysis, group, reduction):
-    return _combine(group, _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: np.abs(b).sum(1)), reduction)
+    return _combine(group, _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: np.abs(b).sum(1, dtype=np.float64)),
+                    reduction)
 
 
 @register("l2")
 def l2(analysis, group, reduction):
-    per = _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: (b * b).sum(1))
+    per = _per_member(analysis, group, MAGNITUDE_ROLES, _sumsq)
     return _combine(group, per, reduction, post=np.sqrt)
 
 
 @register("connectivity")
 def connectivity(analysis, group, reduction):
     """½ Σ w² over every in- and out-connection of the channel (summed over members)."""
-    per = _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: 0.5 * (b * b).sum(1))
+    per = _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: 0.5 * _sumsq(b))
     return _combine(group, per, "sum")
 
 
 @register("bn")
 def bn_scale(analysis, group, reduction):
     """|γ| of the normalization layers in the group; L2 where a group has none."""
-    per = _per_member(analysis, group, (NORM_SCALE,), lambda b: np.abs(b).sum(1))
+    per = _per_member(analysis, group, (NORM_SCALE,), lambda b: np.abs(b).sum(1, dtype=np.float64))
     if not per:
         return l2(analysis, group, reduction)
     return _combine(group, per, reduction)
@@ -109,7 +119,7 @@ def fpgm(analysis, group, reduction):
         if not feats[root]:
             scores.append(np.zeros(group.size))
             continue
-        x = np.concatenate(feats[root], axis=1)
+        x = np.concatenate(feats[root], axis=1).astype(np.float64)
         sq = (x * x).sum(1)
         d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
         scores.append(np.sqrt(d2).sum(1))
