@@ -192,16 +192,34 @@ def test_conv_transpose_depthwise():
     assert shape_of(new, "c3_w") == (4, 4, 1, 1)
 
 
-def test_grouped_conv_transpose_blocks():
+def _grouped_conv_transpose():
     g = G()
     x = g.input("x", [1, 3, 6, 6])
     h = g.op("Relu", [g.conv(x, 3, 8, "c1")])
-    h = g.op("ConvTranspose", [h, g.weight([8, 3, 2, 2], "ct_w")], "ct", kernel_shape=[2, 2], group=4)
-    g.output(g.conv(h, 12, 4, "c3"))
-    m = g.model()
+    w, b = g.weight([8, 3, 2, 2], "ct_w"), g.weight([12], "ct_b")  # 4 groups: 2 in -> 3 out each
+    h = g.op("ConvTranspose", [h, w, b], "ct", kernel_shape=[2, 2], strides=[2, 2], group=4)
+    g.output(g.conv(g.op("Relu", [h]), 12, 4, "c3"))
+    return g.model()
+
+
+def test_grouped_conv_transpose_tied_classes():
+    m = _grouped_conv_transpose()
     a = run_analysis(m)
-    gin = group_of(a, "c1")
-    assert not gin.prunable and blocked_by(gin, "ConvTranspose", "group=4")
+    gin, gout = group_of(a, "c1"), group_of(a, "ct")
+    assert gin is not gout and gin.prunable and gout.prunable
+    assert (len(gin.roots), gin.size) == (4, 2)
+    assert (len(gout.roots), gout.size) == (4, 3)
+    (out,) = members(gout, "ct_w", "out")
+    assert out.axis == 1 and out.groups is not None and len(out.groups) == 4
+    assert oracle_all(a, m) == 2
+    new = prune(a, {gin.id: [[0], [1], [0], [1]], gout.id: [[0, 2], [1, 2], [0, 1], [0, 2]]})
+    assert shape_of(new, "c1_w") == (4, 3, 1, 1)
+    assert shape_of(new, "ct_w") == (4, 2, 2, 2)
+    assert shape_of(new, "ct_b") == (8,)
+    assert attr(new, "ct", "group") == 4
+    assert shape_of(new, "c3_w") == (4, 8, 1, 1)
+    # group 1 keeps input channel 1 of its pair (row 3) and outputs 1, 2 of its three
+    np.testing.assert_array_equal(value(new, "ct_w")[1], value(m, "ct_w")[3][[1, 2]])
 
 
 def test_conv_weight_from_constant_node():

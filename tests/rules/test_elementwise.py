@@ -187,7 +187,7 @@ def test_unary_chain_passes():
     assert shape_of(new, "c2_w") == (4, 3, 1, 1)
 
 
-def test_add_of_mismatched_channel_layouts_blocks():
+def test_add_with_concat_cuts_spaces_to_align():
     """Adding a conv output to a concat of two halves: the spaces are cut to align."""
     g = G()
     x = g.input("x", [1, 3, 8, 8])

@@ -45,17 +45,27 @@ def _block_non_channel_axes(node, ctx, x: str) -> None:
             ctx.block(amap, node, f"channels on spatial axis {axis}")
 
 
-@register("Conv")
-def conv(node: onnx.NodeProto, ctx) -> None:
+def _prologue(node: onnx.NodeProto, ctx, spatial_of_output: bool):
+    """(x, w, y, bias or None, input axis map, weight shape), or None when the weight is
+    not a constant (then the inputs are blocked). Records the node's MACs."""
     x, w, y = node.input[0], node.input[1], node.output[0]
     b = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    xmap = ctx.amap(x, 1)
     wshape = _weight_shape(node, ctx)
     if wshape is None:
-        ctx.block_inputs(node, f"Conv '{node.name}': weight is not a constant")
-        return
+        ctx.block_inputs(node, f"{node.op_type} '{node.name}': weight is not a constant")
+        return None
     _block_non_channel_axes(node, ctx, x)
-    ctx.costs.append(Cost(node.name, node.op_type, ctx.const_source(w)[0], _spatial_factor(ctx, y)))
+    factor = _spatial_factor(ctx, y if spatial_of_output else x)
+    ctx.costs.append(Cost(node.name, node.op_type, ctx.const_source(w)[0], factor))
+    return x, w, y, b, ctx.amap(x, 1), wshape
+
+
+@register("Conv")
+def conv(node: onnx.NodeProto, ctx) -> None:
+    parts = _prologue(node, ctx, spatial_of_output=True)
+    if parts is None:
+        return
+    x, w, y, b, xmap, wshape = parts
     m, cg = wshape[0], wshape[1]
     g = attr(node, "group", 1)
     if g == 1:
@@ -117,15 +127,10 @@ def _grouped(node, ctx, xmap, w, y, m, cg, g):
 
 @register("ConvTranspose")
 def conv_transpose(node: onnx.NodeProto, ctx) -> None:
-    x, w, y = node.input[0], node.input[1], node.output[0]
-    b = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    xmap = ctx.amap(x, 1)
-    wshape = _weight_shape(node, ctx)
-    if wshape is None:
-        ctx.block_inputs(node, f"ConvTranspose '{node.name}': weight is not a constant")
+    parts = _prologue(node, ctx, spatial_of_output=False)
+    if parts is None:
         return
-    _block_non_channel_axes(node, ctx, x)
-    ctx.costs.append(Cost(node.name, node.op_type, ctx.const_source(w)[0], _spatial_factor(ctx, x)))
+    x, w, y, b, xmap, wshape = parts
     cin, mg = wshape[0], wshape[1]
     g = attr(node, "group", 1)
     if g == 1:
