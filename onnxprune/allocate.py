@@ -24,12 +24,23 @@ class AllocationOptions:
     max_ratio: float = 0.9
 
 
+def effective_round_to(size: int, round_to: int) -> int:
+    """``round_to``, halved while a class is narrower than twice it: a 16-channel layer
+    under ``round_to=16`` could otherwise never be pruned, and layers that narrow gain
+    nothing from channel-blocked kernels anyway."""
+    n = max(1, round_to)
+    while n > 1 and size < 2 * n:
+        n //= 2
+    return n
+
+
 def allowed_count(keep: float, size: int, round_to: int, min_keep: int, max_ratio: float) -> int:
     """The admissible kept count nearest to ``keep`` for a class of ``size`` channels."""
     lo = max(min_keep, int(np.ceil(size * (1 - max_ratio) - 1e-9)), 1)
     if lo >= size:
         return size
-    options = [k for k in range(round_to, size, round_to) if k >= lo] + [size]
+    step = effective_round_to(size, round_to)
+    options = [k for k in range(step, size, step) if k >= lo] + [size]
     return min(options, key=lambda k: (abs(k - keep), -k))
 
 

@@ -54,7 +54,7 @@ def _check_ratio(name: str, value: float | None, upper_open: bool = True) -> Non
 
 
 def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l2", global_ranking: bool = False,
-          target_macs: float | None = None, round_to: int = 1, min_keep: int = 1, max_ratio: float = 0.9,
+          target_macs: float | None = None, round_to: int = 16, min_keep: int = 1, max_ratio: float = 0.9,
           reduction: str = "sum", normalize: str = "mean", input_shapes: dict | None = None,
           prune_norm_spaces: bool = False, verify: bool = True) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.

@@ -8,7 +8,7 @@ import copy
 import numpy as np
 
 from onnxprune.analysis.context import IN
-from onnxprune.analysis.spaces import kept_positions
+from onnxprune.analysis.spaces import seg_channel_positions
 from onnxprune.model import WeightStore
 from onnxprune.plan import Plan
 from onnxprune.runtime import random_inputs, session
@@ -20,6 +20,18 @@ def choose_removed(group, seed: int) -> list[list[int]]:
     rng = np.random.default_rng(seed)
     n_remove = max(1, group.size // 3) if group.size > 1 else 0
     return [sorted(rng.choice(group.size, n_remove, replace=False).tolist()) for _ in group.roots]
+
+
+def dead_positions(amap, dead_of) -> np.ndarray:
+    """Axis positions of the removed channels (fixed, never-pruned segments excluded)."""
+    out, offset = [], 0
+    for seg in amap:
+        if seg.space is not None:
+            dead = list(dead_of(seg.space))
+            if dead:
+                out.append(seg_channel_positions(seg, offset)[dead].reshape(-1))
+        offset += seg.length
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def zero_contributions(analysis, group, removed: list[list[int]]):
@@ -40,10 +52,10 @@ def zero_contributions(analysis, group, removed: list[list[int]]):
         if m.groups is not None:
             rows = w.shape[0] // len(m.groups)
             for j, part in enumerate(m.groups):
-                pos = kept_positions(part, dead_of)
+                pos = dead_positions(part, dead_of)
                 w[j * rows:(j + 1) * rows][:, pos] = 0
         else:
-            pos = kept_positions(m.amap, dead_of)
+            pos = dead_positions(m.amap, dead_of)
             idx = [slice(None)] * w.ndim
             idx[m.axis] = pos
             w[tuple(idx)] = 0

@@ -3,17 +3,23 @@ import onnx
 import pytest
 
 import onnxprune
-from onnxprune.allocate import AllocationOptions, allowed_count, global_counts, uniform_counts
+from onnxprune.allocate import AllocationOptions, allowed_count, effective_round_to, global_counts, uniform_counts
 from onnxprune.analysis import analyze
 from onnxprune.importance import score_groups
 from tests.conftest import MODELS
 
 
 @pytest.mark.parametrize("keep, size, round_to, expected", [
-    (11.2, 16, 8, 8), (12.5, 16, 8, 16), (5, 64, 8, 8), (45, 64, 8, 48), (3, 10, 8, 8), (7, 7, 8, 7), (0, 16, 1, 2),
+    (11.2, 16, 8, 8), (12.5, 16, 8, 16), (5, 64, 8, 8), (45, 64, 8, 48), (3, 10, 8, 4), (7, 7, 8, 7), (0, 16, 1, 2),
+    (11.2, 16, 16, 8), (40, 64, 16, 48), (20, 24, 16, 24), (13, 24, 16, 16),
 ])
 def test_allowed_count(keep, size, round_to, expected):
     assert allowed_count(keep, size, round_to, 1, 0.9) == expected
+
+
+def test_effective_round_to_halves_for_narrow_groups():
+    assert [effective_round_to(n, 16) for n in (8, 16, 24, 31, 32, 512)] == [4, 8, 8, 8, 16, 16]
+    assert effective_round_to(100, 1) == 1
 
 
 def test_min_keep_and_cap():
@@ -27,7 +33,8 @@ def test_round_to_respected_by_every_strategy():
         analysis = analyze(onnx.load(str(MODELS / "resnet_bottleneck.onnx")))
         for gid, g in result.plan.groups.items():
             k = len(g["keep"][0])
-            assert k % 4 == 0 or k == analysis.group(gid).size
+            size = analysis.group(gid).size
+            assert k % effective_round_to(size, 4) == 0 or k == size
 
 
 def test_global_prefers_low_scores():

@@ -1,7 +1,6 @@
 """Weight criteria pick the channels they should."""
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.analysis import analyze

@@ -10,6 +10,7 @@ import onnx
 
 from ..model import WeightStore, default_opset, infer_shapes, untie_shared_constants, with_input_shapes
 from .context import RuleContext
+from .fold import check_channel_dependent_values
 from .groups import PruneGroup, build_groups
 from .rules import rule_for
 from .spaces import SpaceTable
@@ -85,6 +86,7 @@ def analyze(model: onnx.ModelProto, options: AnalysisOptions | None = None) -> A
         notes = []
         for node in work.graph.node:
             _run_rule(node, ctx, notes)
+        check_channel_dependent_values(ctx)
         for out in work.graph.output:
             for amap in ctx.tracked(out.name).values():
                 table.block(amap, f"reaches graph output '{out.name}'")

@@ -76,6 +76,7 @@ class RuleContext:
     producers: dict = field(default_factory=dict)  # tensor -> node
     node_index: dict = field(default_factory=dict)  # node name -> index in graph.node
     notes: list = field(default_factory=list)  # (node name, text) for inspect
+    claimed: set = field(default_factory=set)  # (node, input index) whose channel-dependent value a rule handles
 
     def __post_init__(self):
         for i, node in enumerate(self.model.graph.node):
@@ -127,6 +128,18 @@ class RuleContext:
         if got is None or (got[1] and not allow_channel_dependent):
             return None
         return got[0]
+
+    def dependent_elements(self, name: str):
+        """Mask of the elements of a shape value that read a channel axis size (None when
+        it is not shape arithmetic)."""
+        from .fold import fold_partial
+
+        got = fold_partial(self, name)
+        return None if got is None else got[1].reshape(-1)
+
+    def claim(self, node, index: int) -> None:
+        """This rule rewrites or proves input ``index``: channel-dependent values may reach it."""
+        self.claimed.add((node.name, index))
 
     def const_source(self, name: str):
         """(root constant, permutation or None) when ``name`` is a constant reached through

@@ -211,9 +211,10 @@ class SpaceTable:
         self.request_cut(seg.space, rel // seg.inner)
         return True
 
-    def slice_map(self, amap: AxisMap, start: int, stop: int) -> AxisMap | None:
+    def slice_map(self, amap: AxisMap, start: int, stop: int, who: str = "") -> AxisMap | None:
         """The map of positions [start, stop). None when cuts were requested (next pass
-        resolves it) or the range cannot be expressed (the spaces are then blocked)."""
+        resolves it) or the range cannot be expressed (the spaces are then blocked, the
+        reason naming ``who``)."""
         out: list[Seg] = []
         offset = 0
         pending = False
@@ -234,7 +235,8 @@ class SpaceTable:
                             if 0 < rel < s.length:
                                 ok = ok and self._cut_inside(s, rel)
                         if not ok:
-                            self.block((s,), "sliced at a position that splits its channels")
+                            self.block((s,), (who + ": " if who else "") +
+                                       f"takes positions {start}..{stop} that split channels of a merged axis")
                             return None
                         pending = True
             offset += s.length

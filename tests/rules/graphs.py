@@ -11,12 +11,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.analysis import AnalysisOptions, analyze
-from onnxprune.analysis.spaces import kept_positions
 from onnxprune.model import WeightStore
 from onnxprune.plan import Plan
 from onnxprune.runtime import session
 from onnxprune.surgery import apply_plan
-from tests.oracle import check_group, choose_removed, feeds_for
+from tests.oracle import check_group, feeds_for
 
 FLOAT = TensorProto.FLOAT
 
@@ -128,69 +127,14 @@ def describe(a) -> str:
     return "\n".join(lines)
 
 
-def has_fixed_segments(group) -> bool:
-    return any(s.space is None for m in group.members if m.role == "in" for s in m.amap)
-
-
-def dead_positions(amap, dead_of) -> np.ndarray:
-    """Positions of an axis that hold removed channels (fixed segments hold none)."""
-    parts, offset = [np.zeros(0, dtype=np.int64)], 0
-    for seg in amap:
-        if seg.space is not None:
-            parts.append(kept_positions((seg,), dead_of) + offset)
-        offset += seg.length
-    return np.concatenate(parts)
-
-
-def check_group_fixed_aware(a, group, feeds, seed=0, rtol=1e-5):
-    """tests.oracle.check_group, except that the zeroed consumer positions are only those
-    of removed channels. (tests.oracle.zero_contributions uses ``kept_positions``, which
-    returns every position of a fixed segment too, so it also zeroes the never-pruned
-    channels, e.g. a graph input concatenated beside a conv output.)"""
-    import copy
-
-    removed = choose_removed(group, seed)
-    model = copy.deepcopy(a.model)
-    store = WeightStore(model.graph)
-    removed_by_root = dict(zip(group.roots, removed))
-
-    def dead_of(space):
-        return removed_by_root.get(a.table.find(space), [])
-
-    for m in group.members:
-        if m.role != "in":
-            continue
-        w = store.get(m.tensor).copy()
-        if m.groups is not None:
-            rows = w.shape[0] // len(m.groups)
-            for j, part in enumerate(m.groups):
-                w[j * rows:(j + 1) * rows][:, dead_positions(part, dead_of)] = 0
-        else:
-            idx = [slice(None)] * w.ndim
-            idx[m.axis] = dead_positions(m.amap, dead_of)
-            w[tuple(idx)] = 0
-        store.set(m.tensor, w)
-    keep = [[i for i in range(group.size) if i not in set(r)] for r in removed]
-    pruned = apply_plan(a, Plan("test", {group.id: {"size": group.size, "keep": keep}}, {}))
-    ref, out = session(model).run(None, feeds), session(pruned).run(None, feeds)
-    for x, y in zip(ref, out):
-        assert x.shape == y.shape
-        err = float(np.abs(x - y).max()) / max(float(np.abs(x).max()), 1e-6)
-        assert err <= rtol, f"group {group.id} ({group.name}): relative error {err:.3g}"
-    return pruned
-
-
 def oracle_all(a, model: onnx.ModelProto, batch: int = 2) -> int:
-    """Run the dead-channel oracle on every prunable exact group; returns how many.
-    Groups whose consumers also read fixed (never-pruned) channels use
-    :func:`check_group_fixed_aware` (see there)."""
+    """Run the dead-channel oracle on every prunable exact group; returns how many."""
     feeds = feeds_for(model, batch=batch)
     n = 0
     for g in a.prunable:
         if g.inexact:
             continue
-        check = check_group_fixed_aware if has_fixed_segments(g) else check_group
-        pruned = check(a, g, feeds)
+        pruned = check_group(a, g, feeds)
         onnx.checker.check_model(pruned, full_check=True)
         n += 1
     return n

@@ -50,8 +50,6 @@ def test_concat_with_graph_input_keeps_fixed_segment():
     np.testing.assert_array_equal(input_value(new, "c2", 1)[:, 5:], input_value(m, "c2", 1)[:, 8:])
 
 
-@pytest.mark.xfail(strict=True, reason="tests/oracle.py zero_contributions zeroes fixed-segment positions too "
-                                       "(kept_positions returns every fixed position), so the reference is wrong")
 def test_oracle_with_fixed_segment():
     from tests.oracle import check_group, feeds_for
 
@@ -273,8 +271,6 @@ def test_slice_of_flattened_channels_at_block_boundaries():
     assert shape_of(new, "wa") == (48, 5) and shape_of(new, "wb") == (16, 5)
 
 
-@pytest.mark.xfail(strict=True, reason="SpaceTable.slice_map blocks with 'sliced at a position that splits its "
-                                       "channels', a reason that does not name the Slice/Split node")
 def test_slice_inside_flattened_channel_blocks_naming_the_op():
     g = G()
     h = g.op("Flatten", [g.op("Relu", [g.conv(_x(g), 3, 8, "c1", k=3, pad=0)])], "flat", axis=1)
@@ -283,13 +279,10 @@ def test_slice_inside_flattened_channel_blocks_naming_the_op():
     a = run_analysis(g.model())
     g1 = group_of(a, "c1")
     assert not g1.prunable
-    assert blocked_by(g1, "splits its channels")  # holds today
-    assert blocked_by(g1, "Slice 'sl0'")  # fails: the reason names no node
+    assert blocked_by(g1, "split channels")
+    assert blocked_by(g1, "Slice 'sl0'")
 
 
-@pytest.mark.xfail(strict=True, reason="Slice rule: a bound computed from a pruned channel count (Shape→Gather→Div) "
-                                       "is only rewritten for the sliced tensor's tracked channel axis; a Slice of an "
-                                       "untracked tensor reusing it is neither rewritten nor blocked")
 def test_chunk_bound_reused_on_untracked_tensor():
     g = G()
     x, y = _x(g), g.input("y", [1, 8, 6, 6])
@@ -306,9 +299,6 @@ def test_chunk_bound_reused_on_untracked_tensor():
     oracle_all(a, m)
 
 
-@pytest.mark.xfail(strict=True, reason="Slice rule folds bounds with allow_channel_dependent=True for every axis but "
-                                       "rewrites only channel axes: a bound computed from the channel count on a "
-                                       "spatial axis changes after pruning")
 def test_channel_dependent_bound_on_spatial_axis():
     g = G()
     x = g.input("x", [1, 3, 8, 8])

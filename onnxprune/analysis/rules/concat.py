@@ -106,13 +106,14 @@ def split(node: onnx.NodeProto, ctx) -> None:
             continue
         parts, offset = [], 0
         for s in sizes:
-            parts.append(ctx.table.slice_map(amap, offset, offset + s))
+            parts.append(ctx.table.slice_map(amap, offset, offset + s, f"Split '{node.name}'"))
             offset += s
         if any(p is None for p in parts):
             continue  # cuts requested: the next pass sees whole spaces
         for out, p in zip(node.output, parts):
             ctx.set_amap(out, axis, p)
         ctx.add_fixup(SetSplitSizes(ctx.node_index[node.name], parts))
+        ctx.claim(node, 1)  # sizes are rewritten whole
 
 
 class SetSliceBounds(Fixup):
@@ -172,6 +173,7 @@ def slice_(node: onnx.NodeProto, ctx) -> None:
         return
     starts, ends, axes, steps = params
     axes = list(range(len(starts))) if axes is None else [norm_axis(a, r) for a in axes]
+    rewritten = set()
     for a, amap in tracked.items():
         if a not in axes:
             ctx.set_amap(y, a, amap)
@@ -184,10 +186,15 @@ def slice_(node: onnx.NodeProto, ctx) -> None:
             continue
         lo, hi, _ = slice(starts[k], ends[k]).indices(dim)
         hi = max(lo, hi)
-        before = ctx.table.slice_map(amap, 0, lo) if lo > 0 else ()
-        inside = ctx.table.slice_map(amap, lo, hi)
+        before = ctx.table.slice_map(amap, 0, lo, f"Slice '{node.name}'") if lo > 0 else ()
+        inside = ctx.table.slice_map(amap, lo, hi, f"Slice '{node.name}'")
         if before is None or inside is None:
             continue
         ctx.set_amap(y, a, inside)
         if has_spaces(amap):
             ctx.add_fixup(SetSliceBounds(ctx.node_index[node.name], k, before, inside, starts, ends))
+            rewritten.add(k)
+    for index in (1, 2):  # bounds read from a channel count are fine where they are rewritten
+        dep = ctx.dependent_elements(node.input[index]) if ctx.opset >= 10 else None
+        if dep is not None and all(k in rewritten for k in np.flatnonzero(dep)):
+            ctx.claim(node, index)

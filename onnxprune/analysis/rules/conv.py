@@ -90,7 +90,7 @@ def conv(node: onnx.NodeProto, ctx) -> None:
 def _parts(ctx, node, amap, g: int, per: int):
     """``amap`` cut into ``g`` runs of ``per`` channels, each one whole space; None when
     cuts were requested (next pass) or impossible (then blocked)."""
-    parts = [ctx.table.slice_map(amap, j * per, (j + 1) * per) for j in range(g)]
+    parts = [ctx.table.slice_map(amap, j * per, (j + 1) * per, f"{node.op_type} '{node.name}'") for j in range(g)]
     if any(p is None for p in parts):
         return None
     if any(len(p) != 1 or p[0].space is None or p[0].inner != 1 or p[0].outer != 1 for p in parts):

@@ -95,7 +95,8 @@ def group_norm(node: onnx.NodeProto, ctx) -> None:
         ctx.block(amap, node, "channel count does not divide into num_groups")
         return
     table = ctx.table
-    parts = [table.slice_map(amap, j * (c // g), (j + 1) * (c // g)) for j in range(g)]
+    parts = [table.slice_map(amap, j * (c // g), (j + 1) * (c // g), f"GroupNormalization '{node.name}'")
+             for j in range(g)]
     if any(p is None for p in parts):
         return
     if any(len(p) != 1 or p[0].space is None or p[0].inner != 1 or p[0].outer != 1 for p in parts):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import onnx
 
 from ..context import Fixup, attr, norm_axis
@@ -258,6 +259,7 @@ def reshape(node: onnx.NodeProto, ctx) -> None:
     if groups is None:
         ctx.block_inputs(node, f"Reshape '{node.name}': cannot match input and output axes")
         return
+    accepted = set()
     for axis, amap in tracked.items():
         ins, outs = next(g for g in groups if axis in g[0])
         if len(outs) != 1:
@@ -275,6 +277,16 @@ def reshape(node: onnx.NodeProto, ctx) -> None:
         o = outs[0]
         if require_entry(node, ctx, entries[o], new, (x, o) if ins == [o] else None):
             ctx.set_amap(y, o, new)
+            accepted.add(o)
+    _claim_entries(node, ctx, 1, accepted)
+
+
+def _claim_entries(node, ctx, index: int, accepted: set, offset: int = 0) -> None:
+    """Claim a shape input whose channel-dependent entries all sit where this rule
+    proved them right."""
+    dep = ctx.dependent_elements(node.input[index])
+    if dep is not None and all(k + offset in accepted for k in np.flatnonzero(dep)):
+        ctx.claim(node, index)
 
 
 @register("Transpose")
@@ -419,13 +431,16 @@ def expand(node: onnx.NodeProto, ctx) -> None:
     if r is None or ry is None or entries is None or len(entries) > ry:
         ctx.block_inputs(node, f"Expand '{node.name}': target shape cannot be traced")
         return
+    accepted = set()
     for a, amap in tracked.items():
         out_axis = a + ry - r
         k = out_axis - (ry - len(entries))
         if k >= 0 and not (entries[k][0] == LIT and entries[k][1] == 1):
             if not require_entry(node, ctx, entries[k], amap, None):
                 continue
+            accepted.add(k)
         ctx.set_amap(y, out_axis, amap)
+    _claim_entries(node, ctx, 1, accepted)
 
 
 @register("Gather")
