@@ -45,7 +45,7 @@ def _check_outputs(model: str, *outs) -> None:
 
 
 def _input_shapes(specs):
-    from .model import parse_input_shapes
+    from .shapes import parse_input_shapes
 
     return parse_input_shapes(specs)
 

@@ -16,7 +16,8 @@ import math
 import numpy as np
 import onnx
 
-from .model import WeightStore, infer_shapes, with_input_shapes
+from .shapes import infer_shapes, with_input_shapes
+from .weights import WeightStore
 from .analysis.spaces import new_length
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}

@@ -12,7 +12,7 @@ import onnx
 from onnx import numpy_helper
 
 from .analysis.spaces import kept_positions, new_length
-from .model import WeightStore, remove_unused, retie_constants
+from .weights import WeightStore, remove_unused, retie_constants
 
 
 class Surgery:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import onnx
 
 from .errors import VerificationError
-from .model import skeleton
+from .shapes import skeleton
 from .runtime import max_ir_version, random_inputs, runnable_bytes, session
 
 

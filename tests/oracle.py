@@ -9,7 +9,7 @@ import numpy as np
 
 from onnxprune.analysis.context import IN
 from onnxprune.analysis.spaces import seg_channel_positions
-from onnxprune.model import WeightStore
+from onnxprune.weights import WeightStore
 from onnxprune.plan import Plan
 from onnxprune.runtime import random_inputs, session
 from onnxprune.surgery import apply_plan

@@ -6,7 +6,8 @@ import pytest
 
 import onnxprune
 from onnxprune.errors import InvalidModelError
-from onnxprune.model import UNTIED_SUFFIX, load_model, save_model, untie_shared_constants
+from onnxprune.model import load_model, save_model
+from onnxprune.weights import UNTIED_SUFFIX, untie_shared_constants
 from onnxprune.runtime import random_inputs, session
 from tests.conftest import MODELS
 

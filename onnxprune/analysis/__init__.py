@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from ..model import WeightStore, default_opset, infer_shapes, untie_shared_constants, with_input_shapes
+from ..model import default_opset
+from ..shapes import infer_shapes, with_input_shapes
+from ..weights import WeightStore, untie_shared_constants
 from .context import RuleContext
 from .fold import check_channel_dependent_values
 from .groups import PruneGroup, build_groups

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..model import WeightStore, subgraph_references
+from ..weights import WeightStore, subgraph_references
 from .spaces import AxisMap, SpaceTable, fixed_map, has_spaces, make_map, map_length
 
 # Member roles. Scoring criteria pick the roles they read.

@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.analysis import AnalysisOptions, analyze
-from onnxprune.model import WeightStore
+from onnxprune.weights import WeightStore
 from onnxprune.plan import Plan
 from onnxprune.runtime import session
 from onnxprune.surgery import apply_plan
