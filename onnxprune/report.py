@@ -35,6 +35,8 @@ def inspect_report(model, analysis, cost: CostModel) -> dict:
     for g in analysis.groups:
         d = g.to_dict()
         d["macs_share"] = share.get(g.id)
+        d["macs_per_channel"] = (None if share.get(g.id) is None or not dense
+                                 else share[g.id] * dense / g.channels)
         d["members"] = len(g.members)
         groups.append(d)
         if g.blocked:
