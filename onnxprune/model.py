@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Union
 import onnx
 
 from .errors import InputError, InvalidModelError, OutputError, UnsupportedModelError
-from .shapes import approx_size
+from .shapes import approx_size, skeleton
 
 MIN_OPSET = 11
 MAX_OPSET = onnx.defs.onnx_opset_version()
@@ -85,11 +86,29 @@ def check_model(model: onnx.ModelProto) -> None:
             f"model uses opset {opset}; onnxprune supports opsets {MIN_OPSET} to {MAX_OPSET}"
         )
     try:
-        if approx_size(model) < TWO_GB:
-            onnx.checker.check_model(model)
+        # the graph with its small constants through onnx.checker; the large weights left
+        # out of that copy are checked here for the one thing that can be wrong with them
+        onnx.checker.check_model(skeleton(model))
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise InvalidModelError(f"model fails onnx.checker: {first}") from None
+    _check_payloads(model)
+
+
+def _check_payloads(model: onnx.ModelProto) -> None:
+    """Every raw-data initializer holds exactly as many bytes as its dims say."""
+    for t in model.graph.initializer:
+        if t.raw_data and t.data_location != onnx.TensorProto.EXTERNAL:
+            try:
+                itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            except (KeyError, ValueError, TypeError):
+                continue
+            if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) or itemsize == 0:
+                continue
+            expected = math.prod(t.dims) * itemsize
+            if len(t.raw_data) != expected:
+                raise InvalidModelError(f"model fails onnx.checker: initializer '{t.name}' holds {len(t.raw_data)} "
+                                        f"bytes, its dims {list(t.dims)} need {expected}")
 
 
 # ------------------------------------------------------------------------- saving

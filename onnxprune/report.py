@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import __version__
 from .cost import CostModel, count_macs, count_params
 from .model import default_opset
+from .shapes import approx_size
 
 REPORT_FORMAT = "onnxprune.report"
 REPORT_VERSION = 1
@@ -101,8 +102,8 @@ def build_report(original, pruned, analysis, plan, input_shapes, seconds: float,
         "macs_before": macs_before,
         "macs_after": macs_after,
         "macs_ratio": macs_after / macs_before if macs_before and macs_after is not None else None,
-        "bytes_before": original.ByteSize(),
-        "bytes_after": len(serialized) if serialized is not None else pruned.ByteSize(),
+        "bytes_before": approx_size(original),
+        "bytes_after": len(serialized) if serialized is not None else approx_size(pruned),
         "groups_total": len(analysis.groups),
         "groups_prunable": sum(g.prunable for g in analysis.groups),
         "groups_pruned": len(plan.groups),

@@ -9,7 +9,7 @@ import onnx
 
 from .errors import BadArgumentError
 
-ORT_MAX_IR = 10  # raised below from the installed runtime where it tells us
+ORT_MAX_IR = 10  # every supported onnxruntime reads IR 10; newer ones are probed
 
 
 def _ort():
@@ -68,7 +68,7 @@ def session(model: onnx.ModelProto | bytes | str, device: str = "cpu", threads: 
 def runnable_bytes(model: onnx.ModelProto) -> bytes:
     """Serialized model, with its IR version lowered to what the runtime accepts when the
     opsets allow it (onnx may stamp newer IR versions than onnxruntime reads)."""
-    if model.ir_version > max_ir_version():
+    if model.ir_version > ORT_MAX_IR and model.ir_version > max_ir_version():
         m = onnx.ModelProto()
         m.CopyFrom(model)
         m.ir_version = max_ir_version()

@@ -40,21 +40,40 @@ def _slices(table, w_axis_first, amap):
         offset += seg.length
 
 
-def _sumsq(block: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", block, block, dtype=np.float64)
+def position_sums(w: np.ndarray, axis: int, kind: str) -> np.ndarray:
+    """Σ|w| (``abs``) or Σw² (``sq``) over every axis but ``axis``, in float64."""
+    others = tuple(a for a in range(w.ndim) if a != axis)
+    v = np.abs(w) if kind == "abs" else np.square(w)
+    return v.sum(axis=others, dtype=np.float64) if others else v.astype(np.float64)
 
 
-def _per_member(analysis, group, roles, reduce_fn):
-    """list over members of {root: per-channel values} for members with these roles."""
+def _channel_sums(table, sums: np.ndarray, amap, acc: dict, roots: set) -> None:
+    offset = 0
+    for seg in amap:
+        if seg.space is not None:
+            root = table.find(seg.space)
+            if root in roots:
+                vals = sums[seg_channel_positions(seg, offset)].sum(1)
+                acc[root] = acc.get(root, 0) + vals
+        offset += seg.length
+
+
+def _per_member(analysis, group, roles, kind: str):
+    """list over members (with these roles) of {root: per-channel Σ|w| or Σw²}."""
     roots = set(group.roots)
+    table = analysis.table
     out = []
     for m in group.members:
         if m.role not in roles:
             continue
+        w = analysis.ctx.store.get(m.tensor)
         acc: dict[int, np.ndarray] = {}
-        for root, block in member_slices(analysis, m):
-            if root in roots:
-                acc[root] = acc.get(root, 0) + reduce_fn(block)
+        if m.groups is not None:  # grouped conv: rows of group j read part j of the axis
+            rows = w.shape[0] // len(m.groups)
+            for j, part in enumerate(m.groups):
+                _channel_sums(table, position_sums(w[j * rows:(j + 1) * rows], m.axis, kind), part, acc, roots)
+        else:
+            _channel_sums(table, position_sums(w, m.axis, kind), m.amap, acc, roots)
         if acc:
             out.append(acc)
     return out
@@ -76,27 +95,26 @@ def _combine(group, per_member, reduction: str, post=None):
 
 @register("l1")
 def l1(analysis, group, reduction):
-    return _combine(group, _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: np.abs(b).sum(1, dtype=np.float64)),
-                    reduction)
+    return _combine(group, _per_member(analysis, group, MAGNITUDE_ROLES, "abs"), reduction)
 
 
 @register("l2")
 def l2(analysis, group, reduction):
-    per = _per_member(analysis, group, MAGNITUDE_ROLES, _sumsq)
+    per = _per_member(analysis, group, MAGNITUDE_ROLES, "sq")
     return _combine(group, per, reduction, post=np.sqrt)
 
 
 @register("connectivity")
 def connectivity(analysis, group, reduction):
     """½ Σ w² over every in- and out-connection of the channel (summed over members)."""
-    per = _per_member(analysis, group, MAGNITUDE_ROLES, lambda b: 0.5 * _sumsq(b))
-    return _combine(group, per, "sum")
+    per = _per_member(analysis, group, MAGNITUDE_ROLES, "sq")
+    return _combine(group, per, "sum", post=lambda v: 0.5 * v)
 
 
 @register("bn")
 def bn_scale(analysis, group, reduction):
     """|γ| of the normalization layers in the group; L2 where a group has none."""
-    per = _per_member(analysis, group, (NORM_SCALE,), lambda b: np.abs(b).sum(1, dtype=np.float64))
+    per = _per_member(analysis, group, (NORM_SCALE,), "abs")
     if not per:
         return l2(analysis, group, reduction)
     return _combine(group, per, reduction)
