@@ -303,6 +303,22 @@ def fmt_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def onnxprune_source_hash() -> str:
+    """Hash of the installed onnxprune package sources, to detect edits during a run."""
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxprune")
+    if spec is None or not spec.submodule_search_locations:
+        return "?"
+    root = Path(list(spec.submodule_search_locations)[0])
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", nargs="?", default="/work/unseen")
@@ -321,6 +337,7 @@ def main() -> int:
     workdir = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="check_unseen_"))
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
+    src_before = onnxprune_source_hash()
     for f in files:
         t = time.time()
         try:
@@ -337,6 +354,8 @@ def main() -> int:
         )
         if a.json_out:
             Path(a.json_out).write_text(json.dumps(rows, indent=1, default=str))
+    src_after = onnxprune_source_hash()
+    print(f"onnxprune sources {src_before}" + ("" if src_after == src_before else f" -> {src_after} (CHANGED DURING THE RUN: results mix versions)"))
     skipped = {k: v.get("reason") for k, v in manifest.items() if v.get("status") == "skipped"}
     print(fmt_table(rows))
     if skipped:

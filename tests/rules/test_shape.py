@@ -273,3 +273,47 @@ def test_tile_and_expand():
     g.output(g.conv(h, 16, 4, "c2"))
     a = run_analysis(g.model())
     assert blocked_by(group_of(a, "c1"), "Tile 'tile'")
+
+
+def test_reshape_merging_dynamic_leading_axes_keeps_trailing_channels():
+    """timm LeViT's LinearNorm: tokens (B, N, C) -> Flatten (B*N, C) -> BatchNorm ->
+    Reshape back to Shape(tokens); the channel axis stays last throughout."""
+    g = G()
+    x = g.input("x", ["B", "N", 6])
+    t = g.op("MatMul", [x, g.weight([6, 8], "w1")], "mm1")
+    f = g.op("Flatten", [t], "flat", axis=2)
+    c = 8
+    bn = g.op("BatchNormalization", [f, g.init(np.linspace(0.5, 1.5, c).astype(np.float32), "s"),
+                                     g.init(np.zeros(c, np.float32), "b"), g.init(np.zeros(c, np.float32), "mu"),
+                                     g.init(np.ones(c, np.float32), "var")], "bn")
+    back = g.op("Reshape", [bn, g.op("Shape", [t], "shp")], "rs")
+    g.output(g.op("MatMul", [back, g.weight([8, 5], "w2")], "mm2"))
+    m = g.model()
+    a = run_analysis(m)
+    g1 = group_of(a, "mm1")
+    assert g1.prunable, g1.blocked
+    assert oracle_all(a, m) == 1
+    assert shape_of(prune(a, {g1.id: [0, 2, 4]}), "w2") == (3, 5)
+
+
+def test_reshape_of_dynamic_rows_with_literal_channels_is_rewritten():
+    """HF GPT-2 Conv1D: view(-1, C) -> Gemm -> view(B, S, C') with C' a literal in a
+    Concat(Shape[0], Shape[1], const) target."""
+    g = G()
+    x = g.input("x", ["B", "S", 6])
+    flat = g.op("Reshape", [x, g.ints([-1, 6], "to2d")], "rs1")
+    y = g.op("Gemm", [flat, g.weight([6, 8], "w1"), g.weight([8], "b1")], "fc1")
+    shp = g.op("Shape", [x], "shp")
+    b = g.op("Unsqueeze", [g.op("Gather", [shp, g.ints(0, "i0")], "g0", axis=0), g.ints([0], "a0")], "u0")
+    s = g.op("Unsqueeze", [g.op("Gather", [shp, g.ints(1, "i1")], "g1", axis=0), g.ints([0], "a1")], "u1")
+    target = g.op("Concat", [b, s, g.ints([8], "c8")], "cat", axis=0)
+    h = g.op("Relu", [g.op("Reshape", [y, target], "rs2")])
+    g.output(g.op("MatMul", [h, g.weight([8, 5], "w2")], "mm2"))
+    m = g.model()
+    a = run_analysis(m)
+    g1 = group_of(a, "fc1")
+    assert g1.prunable, g1.blocked
+    assert oracle_all(a, m) == 1
+    new = prune(a, {g1.id: [1, 2, 3, 7]})
+    assert input_value(new, "cat", 2).tolist() == [4] or value(new, "c8").tolist() == [4]
+    assert shape_of(new, "w2") == (4, 5)

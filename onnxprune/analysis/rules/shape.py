@@ -179,38 +179,58 @@ def flatten(node: onnx.NodeProto, ctx) -> None:
         ctx.set_amap(y, out_axis, scale_map(tracked[a], inner=math.prod(after), outer=math.prod(before)))
 
 
+def _same(a, b) -> bool:
+    return a is not None and a == b
+
+
 def match_dims(src: list, dst: list):
-    """Group the axes of a reshape: [(src_axes, dst_axes)] with equal products, or None."""
-    groups, i, j = [], 0, 0
-    ns, nd = len(src), len(dst)
-    while i < ns and j < nd:
+    """Group the axes of a reshape: [(src_axes, dst_axes)] with equal products, or None.
+
+    Equal dims at either end map onto each other whatever happens between them (row-major
+    order), so they are peeled off first; this keeps a channel axis through a reshape
+    that merges or splits dynamic leading axes ((B*N, C) -> (B, N, C)). What stays
+    unmatched in the middle becomes one group, which blocks any channel axis inside it.
+    """
+    lo, hi_s, hi_d = 0, len(src), len(dst)
+    while lo < min(hi_s, hi_d) and _same(src[lo], dst[lo]):
+        lo += 1
+    tail = []
+    while hi_s > lo and hi_d > lo and _same(src[hi_s - 1], dst[hi_d - 1]):
+        hi_s, hi_d = hi_s - 1, hi_d - 1
+        tail.insert(0, ([hi_s], [hi_d]))
+    middle = _match_middle(src, dst, lo, hi_s, hi_d)
+    return [([k], [k]) for k in range(lo)] + middle + tail
+
+
+def _match_middle(src, dst, lo, hi_s, hi_d):
+    groups, i, j = [], lo, lo
+    while i < hi_s and j < hi_d:
         a, b = src[i], dst[j]
-        if a is not None and a == b:
+        if _same(a, b):
             groups.append(([i], [j]))
             i, j = i + 1, j + 1
             continue
         if not (isinstance(a, int) and isinstance(b, int)):
-            return None
+            return [(list(range(lo, hi_s)), list(range(lo, hi_d)))]
         ii, jj, pa, pb = [i], [j], a, b
         while pa != pb:
             if pa < pb:
                 i += 1
-                if i >= ns or not isinstance(src[i], int):
-                    return None
+                if i >= hi_s or not isinstance(src[i], int):
+                    return [(list(range(lo, hi_s)), list(range(lo, hi_d)))]
                 ii.append(i)
                 pa *= src[i]
             else:
                 j += 1
-                if j >= nd or not isinstance(dst[j], int):
-                    return None
+                if j >= hi_d or not isinstance(dst[j], int):
+                    return [(list(range(lo, hi_s)), list(range(lo, hi_d)))]
                 jj.append(j)
                 pb *= dst[j]
         groups.append((ii, jj))
         i, j = i + 1, j + 1
-    if any(d != 1 for d in src[i:]) or any(d != 1 for d in dst[j:]):
-        return None
-    groups += [([k], []) for k in range(i, ns)] + [([], [k]) for k in range(j, nd)]
-    return groups
+    if any(d != 1 for d in src[i:hi_s]) or any(d != 1 for d in dst[j:hi_d]):
+        return [(list(range(lo, hi_s)), list(range(lo, hi_d)))]
+    return groups + [([k], []) for k in range(i, hi_s)] + [([], [k]) for k in range(j, hi_d)]
 
 
 def _target_dims(ctx, node, src: list, entries: list):
@@ -254,7 +274,7 @@ def reshape(node: onnx.NodeProto, ctx) -> None:
         ctx.block_inputs(node, f"Reshape '{node.name}': target shape cannot be traced")
         return
     if src is not None and (dst is None or any(d is None for d in dst)):
-        dst = _target_dims(ctx, node, src, entries)
+        dst = _target_dims(ctx, node, src, entries) or dst
     groups = None if src is None or dst is None else match_dims(src, dst)
     if groups is None:
         ctx.block_inputs(node, f"Reshape '{node.name}': cannot match input and output axes")
@@ -262,6 +282,10 @@ def reshape(node: onnx.NodeProto, ctx) -> None:
     accepted = set()
     for axis, amap in tracked.items():
         ins, outs = next(g for g in groups if axis in g[0])
+        if len(outs) != 1 and len(ins) > 1:
+            ctx.block(amap, node, "reshapes a channel axis together with axes of unknown size or order "
+                                  "(attention heads are not supported yet)")
+            continue
         if len(outs) != 1:
             ctx.block(amap, node, "splits a channel axis into several (attention heads are not supported yet)")
             continue
