@@ -15,13 +15,19 @@ from .errors import BadArgumentError, NothingPrunableError
 from .importance import score_groups
 from .model import ModelSource, load_model, save_model, write_text_atomic
 from .plan import Plan, model_fingerprint
-from .report import build_report, inspect_report
+from .report import build_report, inspect_report, model_facts
 from .surgery import apply_plan
-from .verify import verify_model
+from .verify import io_signature, verify_model
 
 
-def _analysis(model: onnx.ModelProto, input_shapes=None, prune_norm_spaces=False) -> Analysis:
-    return analyze(model, AnalysisOptions(prune_norm_spaces=prune_norm_spaces, input_shapes=input_shapes))
+def _analysis(model: onnx.ModelProto, input_shapes=None, prune_norm_spaces=False, in_place=False) -> Analysis:
+    return analyze(model, AnalysisOptions(prune_norm_spaces=prune_norm_spaces, input_shapes=input_shapes), in_place)
+
+
+def _before(proto: onnx.ModelProto, input_shapes) -> dict:
+    """Facts about the loaded model taken before the analysis edits it in place."""
+    return {"facts": model_facts(proto, input_shapes), "io": io_signature(proto),
+            "fingerprint": model_fingerprint(proto)}
 
 
 def inspect(model: ModelSource, *, input_shapes: dict | None = None, prune_norm_spaces: bool = False) -> dict:
@@ -67,11 +73,15 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     _check_ratio("max_ratio", max_ratio)
     if ratio is None and target_macs is None:
         raise BadArgumentError("give a pruning ratio or a target (e.g. --ratio 0.3 or --target-macs 0.5)")
+    if ratio is not None and target_macs is not None:
+        raise BadArgumentError("give either a ratio or a MACs target, not both (the target searches the ratio)")
     if round_to < 1 or min_keep < 1:
         raise BadArgumentError("round_to and min_keep must be at least 1")
     t0 = time.perf_counter()
-    proto = load_model(model)
-    analysis = _analysis(proto, input_shapes, prune_norm_spaces)
+    proto = load_model(model)  # a private copy: the analysis may edit it in place
+    before = _before(proto, input_shapes)
+    analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True)
+    del proto
     groups = analysis.prunable
     if not groups:
         raise NothingPrunableError(_nothing_prunable_message(analysis))
@@ -88,39 +98,38 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     counts, how = allocate(groups, scores, opts, cost, count_of_factory)
     settings = {"criterion": criterion, "reduction": reduction, "normalize": normalize, "round_to": round_to,
                 "min_keep": min_keep, "max_ratio": max_ratio, "prune_norm_spaces": prune_norm_spaces, **how}
-    plan = Plan(model_fingerprint(proto), {}, settings)
+    plan = Plan(before["fingerprint"], {}, settings)
     for g in groups:
         k = counts[g.id]
         if k < g.size:
             plan.groups[g.id] = {"size": g.size, "keep": select_channels(g, scores[g.id], k)}
-    pruned, data = _apply(proto, analysis, plan, input_shapes, verify)
-    report = build_report(proto, pruned, analysis, plan, input_shapes, time.perf_counter() - t0, data)
-    return PruneResult(pruned, plan, report, data)
+    return _finish(before, analysis, plan, input_shapes, verify, t0)
 
 
 def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | None = None,
           verify: bool = True) -> PruneResult:
     """Re-apply a saved plan to the model it was made for."""
     t0 = time.perf_counter()
-    proto = load_model(model)
     if isinstance(plan, str):
         plan = Plan.from_json(plan)
     elif isinstance(plan, dict):
         plan = Plan.from_dict(plan)
-    analysis = _analysis(proto, input_shapes, bool(plan.settings.get("prune_norm_spaces", False)))
-    plan.validate_against(analysis, model_fingerprint(proto))
-    pruned, data = _apply(proto, analysis, plan, input_shapes, verify)
-    report = build_report(proto, pruned, analysis, plan, input_shapes, time.perf_counter() - t0, data)
-    return PruneResult(pruned, plan, report, data)
+    proto = load_model(model)
+    before = _before(proto, input_shapes)
+    analysis = _analysis(proto, input_shapes, bool(plan.settings.get("prune_norm_spaces", False)), in_place=True)
+    plan.validate_against(analysis, before["fingerprint"])
+    return _finish(before, analysis, plan, input_shapes, verify, t0)
 
 
-def _apply(proto, analysis, plan, input_shapes, verify):
+def _finish(before, analysis, plan, input_shapes, verify, t0) -> PruneResult:
+    """Surgery, metadata, verification and the report."""
     pruned = apply_plan(analysis, plan, consume=True)
     meta = pruned.metadata_props.add()
     meta.key = "onnxprune"
     meta.value = f"version={__version__}; groups_pruned={len(plan.groups)}; {plan.settings.get('strategy', 'plan')}"
-    data = verify_model(proto, pruned, input_shapes) if verify else None
-    return pruned, data
+    data = verify_model(before["io"], pruned, input_shapes) if verify else None
+    report = build_report(before["facts"], pruned, analysis, plan, input_shapes, time.perf_counter() - t0, data)
+    return PruneResult(pruned, plan, report, data)
 
 
 def _nothing_prunable_message(analysis) -> str:

@@ -72,10 +72,16 @@ def inspect_report(model, analysis, cost: CostModel) -> dict:
     }
 
 
-def build_report(original, pruned, analysis, plan, input_shapes, seconds: float, serialized: bytes | None = None) -> dict:
-    macs_before = count_macs(original, input_shapes)
+def model_facts(model, input_shapes=None) -> dict:
+    """What a report says about a model before it is changed."""
+    return {"params": count_params(model), "macs": count_macs(model, input_shapes), "bytes": approx_size(model)}
+
+
+def build_report(before: dict, pruned, analysis, plan, input_shapes, seconds: float,
+                 serialized: bytes | None = None) -> dict:
+    macs_before, params_before = before["macs"], before["params"]
     macs_after = count_macs(pruned, input_shapes)
-    params_before, params_after = count_params(original), count_params(pruned)
+    params_after = count_params(pruned)
     groups = []
     for g in analysis.groups:
         entry = plan.groups.get(g.id)
@@ -102,7 +108,7 @@ def build_report(original, pruned, analysis, plan, input_shapes, seconds: float,
         "macs_before": macs_before,
         "macs_after": macs_after,
         "macs_ratio": macs_after / macs_before if macs_before and macs_after is not None else None,
-        "bytes_before": approx_size(original),
+        "bytes_before": before["bytes"],
         "bytes_after": len(serialized) if serialized is not None else approx_size(pruned),
         "groups_total": len(analysis.groups),
         "groups_prunable": sum(g.prunable for g in analysis.groups),

@@ -17,16 +17,20 @@ def _io(vi):
     return vi.name, tt.elem_type, dims
 
 
-def verify_model(original: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes=None,
-                 run: bool = True) -> bytes | None:
-    """Raise VerificationError if ``pruned`` is not a sound replacement for ``original``.
+def io_signature(model: onnx.ModelProto) -> dict:
+    """Names, element types and dims of a model's real inputs and its outputs."""
+    init = {t.name for t in model.graph.initializer}
+    return {"inputs": [_io(i) for i in model.graph.input if i.name not in init],
+            "outputs": [_io(o) for o in model.graph.output]}
+
+
+def verify_model(expected_io: dict, pruned: onnx.ModelProto, input_shapes=None, run: bool = True) -> bytes | None:
+    """Raise VerificationError if ``pruned`` is not a sound replacement for the model whose
+    :func:`io_signature` is ``expected_io``.
 
     Returns the serialized pruned model when it was serialized unchanged for the runtime
     (callers can write those bytes instead of serializing again)."""
-    init = {t.name for t in original.graph.initializer}
-    orig_in = [_io(i) for i in original.graph.input if i.name not in init]
-    new_in = [_io(i) for i in pruned.graph.input if i.name not in init]
-    if orig_in != new_in or [_io(o) for o in original.graph.output] != [_io(o) for o in pruned.graph.output]:
+    if io_signature(pruned) != expected_io:
         raise VerificationError("pruned model's graph inputs/outputs differ from the original's (a bug)")
     try:
         # structure and strict shape inference; the weights themselves are checked by the
@@ -44,11 +48,10 @@ def verify_model(original: onnx.ModelProto, pruned: onnx.ModelProto, input_shape
     except Exception as exc:
         first = (str(exc).strip().splitlines() or ["error"])[0]
         raise VerificationError(f"pruned model does not run in ONNX Runtime (a bug): {first[:300]}") from None
-    for vi, value in zip(original.graph.output, outs):
-        dims = vi.type.tensor_type.shape.dim
-        want = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    for (name, _, dims), value in zip(expected_io["outputs"], outs):
+        want = [d if isinstance(d, int) and d > 0 else None for d in dims]
         if len(want) and (len(want) != value.ndim or any(w is not None and w != v for w, v in zip(want, value.shape))):
-            raise VerificationError(f"output '{vi.name}' has shape {value.shape}, the model declares {want} (a bug)")
+            raise VerificationError(f"output '{name}' has shape {value.shape}, the model declares {want} (a bug)")
     return None if pruned.ir_version > ORT_MAX_IR and pruned.ir_version > max_ir_version() else data
 
 

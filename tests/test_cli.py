@@ -98,6 +98,11 @@ def test_ratio_out_of_range(tmp_path, ratio):
     assert not (tmp_path / "o.onnx").exists()
 
 
+def test_ratio_and_target_together_are_refused(tmp_path):
+    code, _, err = run("prune", MODEL, "-o", tmp_path / "o.onnx", "--ratio", "0.3", "--target-macs", "0.5")
+    assert_clean_failure(code, err, errors.EXIT_BAD_ARGUMENT, "not both")
+
+
 def test_output_equal_to_input_is_refused(tmp_path):
     copy = tmp_path / "m.onnx"
     shutil.copy(MODEL, copy)

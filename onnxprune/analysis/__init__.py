@@ -69,10 +69,11 @@ def has_subgraph(node: onnx.NodeProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
-def analyze(model: onnx.ModelProto, options: AnalysisOptions | None = None) -> Analysis:
-    """Find the pruning groups of ``model`` (not modified)."""
+def analyze(model: onnx.ModelProto, options: AnalysisOptions | None = None, in_place: bool = False) -> Analysis:
+    """Find the pruning groups of ``model``: not modified unless ``in_place`` (then it
+    becomes the working copy: nodes named, shared constants untied)."""
     options = options or AnalysisOptions()
-    work = copy.deepcopy(model)
+    work = model if in_place else copy.deepcopy(model)
     name_nodes(work)
     copies = untie_shared_constants(work)
     shapes = infer_shapes(work)

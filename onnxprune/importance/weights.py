@@ -41,10 +41,17 @@ def _slices(table, w_axis_first, amap):
 
 
 def position_sums(w: np.ndarray, axis: int, kind: str) -> np.ndarray:
-    """Σ|w| (``abs``) or Σw² (``sq``) over every axis but ``axis``, in float64."""
+    """Σ|w| (``abs``) or Σw² (``sq``) over every axis but ``axis`` (no weight-sized
+    temporaries for ``sq``; float32 accumulation is ample for ranking)."""
+    if w.ndim == 1:
+        return (np.abs(w) if kind == "abs" else np.square(w)).astype(np.float64)
+    if w.dtype.kind != "f" or w.dtype.itemsize < 4:
+        w = w.astype(np.float32)
+    if kind == "sq":
+        letters = "abcdefghijklmnopqrstuvwxyz"[: w.ndim]
+        return np.einsum(f"{letters},{letters}->{letters[axis]}", w, w).astype(np.float64)
     others = tuple(a for a in range(w.ndim) if a != axis)
-    v = np.abs(w) if kind == "abs" else np.square(w)
-    return v.sum(axis=others, dtype=np.float64) if others else v.astype(np.float64)
+    return np.abs(w).sum(axis=others, dtype=np.float64)
 
 
 def _channel_sums(table, sums: np.ndarray, amap, acc: dict, roots: set) -> None:
