@@ -30,7 +30,7 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     g.value_info.extend(src.value_info)
     declared = {i.name for i in src.input}
     for t in src.initializer:
-        if math.prod(t.dims) <= SKELETON_MAX_ELEMENTS or t.data_type not in _FLOATS:
+        if not _left_out(t):
             g.initializer.append(t)
         elif t.name not in declared:
             g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
@@ -40,9 +40,15 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 
 
+def _left_out(t: onnx.TensorProto) -> bool:
+    """Whether :func:`skeleton` leaves this initializer out."""
+    return math.prod(t.dims) > SKELETON_MAX_ELEMENTS and t.data_type in _FLOATS
+
+
 def approx_size(model: onnx.ModelProto) -> int:
-    """Serialized size, cheaply: weight payloads plus the rest (for the 2 GB limit)."""
-    weights = sum(len(t.raw_data) or 4 * math.prod(t.dims) for t in model.graph.initializer)
+    """Serialized size, cheaply: the skeleton's size plus the payloads it leaves out
+    (within a few bytes per large tensor of the real size)."""
+    weights = sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer if _left_out(t))
     return weights + skeleton(model).ByteSize()
 
 

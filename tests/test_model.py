@@ -111,3 +111,11 @@ def test_weights_keep_their_values():
     w_new = onnx.numpy_helper.to_array(next(t for t in result.model.graph.initializer if t.name == new_conv.input[1]))
     keep = result.plan.groups[min(result.plan.groups)]["keep"][0]
     np.testing.assert_array_equal(w_new, w_old[keep])
+
+
+def test_approx_size_tracks_the_serialized_size():
+    from onnxprune.shapes import approx_size
+
+    for path in (MODELS / "mobilenetv2.onnx", MODELS / "paddle_style.onnx", MODELS / "resnet_basic.onnx"):
+        m = onnx.load(str(path))
+        assert abs(approx_size(m) - m.ByteSize()) <= 16 * (len(m.graph.initializer) + 1)
