@@ -59,14 +59,16 @@ def _check_ratio(name: str, value: float | None, upper_open: bool = True) -> Non
         raise BadArgumentError(f"{name} must be in {rng}, got {value:g}")
 
 
-def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l2", global_ranking: bool = False,
+def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l2", global_ranking: bool | None = None,
           target_macs: float | None = None, round_to: int = 16, min_keep: int = 1, max_ratio: float = 0.9,
           reduction: str = "sum", normalize: str = "mean", input_shapes: dict | None = None,
           prune_norm_spaces: bool = False, verify: bool = True) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
-    ``global_ranking``); ``target_macs`` keeps at most that fraction of the MACs instead.
+    ``global_ranking``); ``target_macs`` keeps at most that fraction of the MACs instead,
+    searching the threshold of the global ranking (or the uniform ratio with
+    ``global_ranking=False``).
     """
     _check_ratio("ratio", ratio)
     _check_ratio("target_macs", target_macs, upper_open=False)
@@ -77,6 +79,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         raise BadArgumentError("give either a ratio or a MACs target, not both (the target searches the ratio)")
     if round_to < 1 or min_keep < 1:
         raise BadArgumentError("round_to and min_keep must be at least 1")
+    if global_ranking is None:  # a budget is spent where channels matter least; a ratio applies everywhere
+        global_ranking = target_macs is not None
     t0 = time.perf_counter()
     proto = load_model(model)  # a private copy: the analysis may edit it in place
     before = _before(proto, input_shapes)

@@ -135,8 +135,9 @@ def _summary(result, output) -> list[str]:
 @click.option("--ratio", type=float, help="Fraction of channels to remove, in [0, 1).")
 @click.option("--criterion", type=click.Choice(CRITERIA), default="l2", show_default=True,
               help="Channel importance criterion.")
-@click.option("--global", "global_ranking", is_flag=True,
-              help="Rank normalized scores across groups instead of the same ratio everywhere.")
+@click.option("--global/--uniform", "global_ranking", default=None,
+              help="Rank normalized scores across groups, or remove the same ratio everywhere. "
+                   "Default: uniform for --ratio, global for --target-macs.")
 @click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs (searches the ratio).")
 @click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
               help="Kept channel counts are multiples of this (fast kernels; halved for groups narrower than "
