@@ -54,10 +54,15 @@ def providers(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def session(model: onnx.ModelProto | bytes | str, device: str = "cpu", threads: int | None = None):
+def session(model: onnx.ModelProto | bytes | str, device: str = "cpu", threads: int | None = None,
+            full_optimization: bool = True):
+    """An inference session; ``full_optimization=False`` keeps to basic graph rewrites,
+    which load several times faster (for one-off runs such as verification)."""
     ort = _ort()
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if not full_optimization:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
         so.intra_op_num_threads = threads
     if isinstance(model, onnx.ModelProto):
