@@ -11,7 +11,7 @@ from . import __version__
 from .allocate import AllocationOptions, allocate, select_channels
 from .analysis import Analysis, AnalysisOptions, analyze
 from .cost import CostModel, count_macs, count_params
-from .errors import BadArgumentError, NothingPrunableError
+from .errors import BadArgumentError, NothingPrunableError, UnsupportedModelError
 from .importance import score_groups
 from .model import ModelSource, load_model, save_model, write_text_atomic
 from .plan import Plan, model_fingerprint
@@ -88,7 +88,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     del proto
     groups = analysis.prunable
     if not groups:
-        raise NothingPrunableError(_nothing_prunable_message(analysis))
+        raise _nothing_prunable(analysis)
     scores = score_groups(analysis, criterion, reduction, normalize)
     cost = CostModel(analysis)
     find = analysis.table.find
@@ -134,6 +134,19 @@ def _finish(before, analysis, plan, input_shapes, verify, t0) -> PruneResult:
     data = verify_model(before["io"], pruned, input_shapes) if verify else None
     report = build_report(before["facts"], pruned, analysis, plan, input_shapes, time.perf_counter() - t0, data)
     return PruneResult(pruned, plan, report, data)
+
+
+QUANTIZATION_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                    "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul"}
+
+
+def _nothing_prunable(analysis) -> Exception:
+    ops = {n.op_type for n in analysis.model.graph.node}
+    quantized = sorted(ops & QUANTIZATION_OPS)
+    if quantized:
+        return UnsupportedModelError(f"quantized models ({', '.join(quantized[:3])}) cannot be pruned: prune the "
+                                     "float model, then quantize it")
+    return NothingPrunableError(_nothing_prunable_message(analysis))
 
 
 def _nothing_prunable_message(analysis) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -204,8 +205,14 @@ def exit_codes():
         click.echo(f"{code:>3}  {meaning}")
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"onnxprune: warning: {message}\n"
+
+
 def main(argv=None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if not debug:
+        warnings.formatwarning = _format_warning
     try:
         cli.main(args=argv, prog_name="onnxprune", standalone_mode=False)
     except click.exceptions.Exit as exc:

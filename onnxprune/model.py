@@ -12,11 +12,10 @@ from typing import Union
 import onnx
 
 from .errors import InputError, InvalidModelError, OutputError, UnsupportedModelError
-from .shapes import approx_size, skeleton
+from .shapes import skeleton, too_big_to_serialize
 
 MIN_OPSET = 11
 MAX_OPSET = onnx.defs.onnx_opset_version()
-TWO_GB = 2**31
 
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
@@ -128,15 +127,13 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{path}: output folder {folder} is not writable")
     if external_data is None:
-        external_data = (len(serialized) if serialized is not None else approx_size(model)) >= TWO_GB
+        external_data = serialized is None and too_big_to_serialize(model)
     try:
         with tempfile.TemporaryDirectory(dir=folder, prefix=".onnxprune-") as tmp:
             tmp_model = Path(tmp) / path.name
             if external_data:
                 data_name = path.name + ".data"
-                m = copy.deepcopy(model)
-                onnx.save_model(m, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
-                                location=data_name, size_threshold=1024)
+                write_external(model, tmp_model, data_name)
                 os.replace(Path(tmp) / data_name, folder / data_name)
             else:
                 with open(tmp_model, "wb") as f:
@@ -146,6 +143,51 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
             os.replace(tmp_model, path)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+EXTERNAL_MIN_BYTES = 1024
+
+
+def write_external(model: onnx.ModelProto, path: Path, data_name: str) -> None:
+    """Write ``model`` to ``path`` with every initializer of at least 1 KiB in
+    ``data_name`` beside it, streaming tensor by tensor: the model itself is neither
+    copied nor changed (onnx's own external-data writer rewrites the model in place)."""
+    out = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(out, field, getattr(model, field))
+    out.opset_import.extend(model.opset_import)
+    out.metadata_props.extend(model.metadata_props)
+    out.functions.extend(model.functions)
+    src, g = model.graph, out.graph
+    g.name, g.doc_string = src.name, src.doc_string
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    offset = 0
+    with open(path.parent / data_name, "wb") as data:
+        for t in src.initializer:
+            payload = t.raw_data if t.HasField("raw_data") else b""
+            if len(payload) < EXTERNAL_MIN_BYTES:
+                g.initializer.append(t)
+                continue
+            pad = (-offset) % 4096  # aligned, as onnx's writer does, so runtimes may map it
+            data.write(b"\0" * pad)
+            offset += pad
+            data.write(payload)
+            ref = g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims, doc_string=t.doc_string)
+            ref.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(payload)))):
+                entry = ref.external_data.add()
+                entry.key, entry.value = key, value
+            offset += len(payload)
+        data.flush()
+        os.fsync(data.fileno())
+    with open(path, "wb") as f:
+        f.write(out.SerializeToString())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -99,13 +99,6 @@ def max_ir_version() -> int:
     return ORT_MAX_IR
 
 
-_NP = {
-    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
-    onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.BOOL: np.bool_,
-}
-
-
 def random_inputs(model: onnx.ModelProto, input_shapes: dict | None = None, seed: int = 0, batch: int = 1) -> dict:
     """Synthetic inputs from declared shapes/dtypes (dynamic dims: overrides, else ``batch``
     for the leading one and 8 elsewhere)."""
@@ -124,13 +117,15 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict | None = None, seed
                 dims.append(batch if k == 0 else 8)
         if input_shapes and inp.name in input_shapes:
             dims = list(input_shapes[inp.name])
-        dtype = _NP.get(tt.elem_type)
-        if dtype is None:
-            raise BadArgumentError(f"input '{inp.name}': element type {tt.elem_type} is not supported for synthetic data")
-        if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(dims).astype(dtype)
-        elif dtype is np.bool_:
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        except (KeyError, ValueError, TypeError):
+            raise BadArgumentError(f"input '{inp.name}': element type "
+                                   f"{onnx.TensorProto.DataType.Name(tt.elem_type)} cannot be synthesized") from None
+        if dtype == np.bool_:
             feeds[inp.name] = rng.integers(0, 2, dims).astype(bool)
-        else:
+        elif dtype.kind in "iu":
             feeds[inp.name] = rng.integers(0, 4, dims).astype(dtype)
+        else:  # float16/32/64 and the ml_dtypes floats (bfloat16, float8...)
+            feeds[inp.name] = rng.standard_normal(dims).astype(np.float32).astype(dtype)
     return feeds

@@ -40,6 +40,14 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 
 
+PROTOBUF_LIMIT = 2**31  # a serialized model must stay below 2 GB
+
+
+def too_big_to_serialize(model: onnx.ModelProto) -> bool:
+    """Past the protobuf limit: write with external data, give runtimes a path."""
+    return approx_size(model) >= PROTOBUF_LIMIT
+
+
 def _left_out(t: onnx.TensorProto) -> bool:
     """Whether :func:`skeleton` leaves this initializer out."""
     return math.prod(t.dims) > SKELETON_MAX_ELEMENTS and t.data_type in _FLOATS

@@ -119,3 +119,23 @@ def test_approx_size_tracks_the_serialized_size():
     for path in (MODELS / "mobilenetv2.onnx", MODELS / "paddle_style.onnx", MODELS / "resnet_basic.onnx"):
         m = onnx.load(str(path))
         assert abs(approx_size(m) - m.ByteSize()) <= 16 * (len(m.graph.initializer) + 1)
+
+
+def test_models_past_the_protobuf_limit_take_the_external_data_path(tmp_path, monkeypatch):
+    """A scaled-down proxy for > 2 GB models: with the limit lowered below this model's
+    size, verification runs the model from disk and saving writes external data."""
+    import onnxprune.shapes
+
+    monkeypatch.setattr(onnxprune.shapes, "PROTOBUF_LIMIT", 50_000)
+    src = MODELS / "resnet_basic.onnx"
+    result = onnxprune.prune(str(src), ratio=0.5)
+    assert result.serialized is None  # never serialized whole
+    out = tmp_path / "small.onnx"
+    result.save(out)
+    assert (tmp_path / "small.onnx.data").stat().st_size > 0.5 * result.report["params_after"] * 4
+    assert out.stat().st_size < 50_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.onnx", "small.onnx.data"]
+    reloaded = load_model(out)
+    session(reloaded).run(None, random_inputs(reloaded))
+    again = onnxprune.prune(str(out), ratio=0.3)  # external-data input loads and prunes too
+    assert again.report["macs_after"] < again.report["macs_before"]
