@@ -94,9 +94,15 @@ def check_model(model: onnx.ModelProto) -> None:
     _check_payloads(model)
 
 
+PAYLOAD_CHECK_MAX_ELEMENTS = 1 << 24
+
+
 def _check_payloads(model: onnx.ModelProto) -> None:
-    """Every raw-data initializer holds exactly as many bytes as its dims say."""
+    """Every raw-data initializer holds exactly as many bytes as its dims say. (Reading a
+    payload copies it, so the largest are checked when they are first read as weights.)"""
     for t in model.graph.initializer:
+        if math.prod(t.dims) > PAYLOAD_CHECK_MAX_ELEMENTS:
+            continue
         if t.raw_data and t.data_location != onnx.TensorProto.EXTERNAL:
             try:
                 itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize

@@ -63,6 +63,7 @@ def session(model: onnx.ModelProto | bytes | str, device: str = "cpu", threads: 
     so.log_severity_level = 3
     if not full_optimization:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.add_session_config_entry("session.disable_prepacking", "1")  # no weight copies
     if threads:
         so.intra_op_num_threads = threads
     if isinstance(model, onnx.ModelProto):

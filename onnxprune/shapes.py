@@ -53,10 +53,18 @@ def _left_out(t: onnx.TensorProto) -> bool:
     return math.prod(t.dims) > SKELETON_MAX_ELEMENTS and t.data_type in _FLOATS
 
 
+def _payload_bytes(t: onnx.TensorProto) -> int:
+    """Bytes of a tensor's values from its dims (reading ``raw_data`` would copy it)."""
+    try:
+        return math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return t.ByteSize()
+
+
 def approx_size(model: onnx.ModelProto) -> int:
     """Serialized size, cheaply: the skeleton's size plus the payloads it leaves out
     (within a few bytes per large tensor of the real size)."""
-    weights = sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer if _left_out(t))
+    weights = sum(_payload_bytes(t) for t in model.graph.initializer if _left_out(t))
     return weights + skeleton(model).ByteSize()
 
 

@@ -21,7 +21,8 @@ class Surgery:
     def __init__(self, analysis, plan, consume: bool = False):
         self.analysis = analysis
         self.model = analysis.model if consume else copy.deepcopy(analysis.model)
-        self.store = WeightStore(self.model.graph)
+        # consuming: the analysis's store reads this very graph and has the weights cached
+        self.store = analysis.ctx.store if consume else WeightStore(self.model.graph)
         self.opset = analysis.ctx.opset
         table = analysis.table
         self._find = table.find

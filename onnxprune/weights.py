@@ -9,11 +9,14 @@ that are still identical when saving.
 
 from __future__ import annotations
 
+import math
+import sys
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import UnsupportedModelError
+from .errors import InvalidModelError, UnsupportedModelError
 
 UNTIED_SUFFIX = "__onnxprune_use"
 
@@ -44,7 +47,10 @@ class WeightStore:
     def get(self, name: str) -> np.ndarray:
         if name not in self._cache:
             if name in self._init:
-                self._cache[name] = numpy_helper.to_array(self._init[name])
+                try:
+                    self._cache[name] = tensor_array(self._init[name])
+                except ValueError as exc:  # payload size does not match the dims
+                    raise InvalidModelError(f"initializer '{name}' is corrupt: {exc}") from None
             else:
                 node, attr = self._const_nodes[name]
                 self._cache[name] = _constant_array(attr)
@@ -62,16 +68,36 @@ class WeightStore:
         """Replace a constant's value, keeping its dtype and its location."""
         if name in self._init:
             old = self._init[name]
-            new = numpy_helper.from_array(np.ascontiguousarray(value).astype(_np_dtype(old.data_type), copy=False), name)
-            if old.data_type != new.data_type:  # bfloat16 and friends round-trip through their raw type
-                new = _from_array_typed(value, old.data_type, name)
-            old.CopyFrom(new)
+            arr = np.ascontiguousarray(np.asarray(value).astype(_np_dtype(old.data_type), copy=False))
+            if old.HasField("raw_data") and sys.byteorder == "little" and arr.dtype.kind in "fiub":
+                # in place: one copy of the payload instead of three
+                del old.dims[:]
+                old.dims.extend(arr.shape)
+                old.raw_data = arr.tobytes()
+            else:
+                old.CopyFrom(_from_array_typed(value, old.data_type, name))
         else:
             node, attr = self._const_nodes[name]
             if attr.type != onnx.AttributeProto.TENSOR:
                 raise UnsupportedModelError(f"Constant node {node.name or name}: cannot rewrite a non-tensor value")
             attr.t.CopyFrom(_from_array_typed(value, attr.t.data_type, attr.t.name))
         self._cache[name] = np.asarray(value)
+
+
+def tensor_array(t: onnx.TensorProto) -> np.ndarray:
+    """A tensor's values; raw little-endian payloads are viewed, not copied twice
+    (numpy_helper.to_array copies a 1 GB weight twice)."""
+    if t.HasField("raw_data") and t.data_location != onnx.TensorProto.EXTERNAL and sys.byteorder == "little":
+        try:
+            dtype = np.dtype(_np_dtype(t.data_type))
+        except (KeyError, ValueError, TypeError):
+            dtype = None
+        if dtype is not None and dtype.kind in "fiub" and dtype.itemsize > 0:
+            raw = t.raw_data
+            if len(raw) != math.prod(t.dims) * dtype.itemsize:
+                raise ValueError(f"{len(raw)} bytes for dims {list(t.dims)} of {dtype}")
+            return np.frombuffer(raw, dtype=dtype).reshape(tuple(t.dims))
+    return numpy_helper.to_array(t)
 
 
 def _constant_value_attr(node: onnx.NodeProto):
