@@ -40,9 +40,16 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _check_outputs(model: str, *outs) -> None:
+    """Refuse before any work: an output that is the input, or a place that cannot be
+    written (so no output is written when a later one would fail)."""
+    from .model import check_writable
+
     for out in outs:
         if out and _same_file(model, out):
             raise BadArgumentError(f"output path {out} is the input model; refusing to overwrite it")
+    for out in outs:
+        if out:
+            check_writable(out)
 
 
 def _input_shapes(specs):
@@ -70,7 +77,7 @@ norm_option = click.option(
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable report.")
 @click.option("--all", "show_all", is_flag=True, help="List every group, not just the first 40.")
 @input_shape_option
@@ -124,15 +131,15 @@ def _summary(result, output) -> list[str]:
     if r["macs_ratio"] is not None:
         lines.append(f"MACs    {_human(r['macs_before'])} -> {_human(r['macs_after'])} ({r['macs_ratio']:.3f}x)")
     else:
-        lines.append("MACs    unknown (dynamic dims: pass --input-shape)")
+        lines.append(f"MACs    unknown ({r.get('macs_unknown_reason') or 'shapes cannot be inferred'})")
     lines.append(f"size    {r['bytes_before'] / 1e6:.2f} MB -> {r['bytes_after'] / 1e6:.2f} MB")
     lines.append(f"wrote {output}")
     return lines
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned model path.")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="Pruned model path.")
 @click.option("--ratio", type=float, help="Fraction of channels to remove, in [0, 1).")
 @click.option("--criterion", type=click.Choice(CRITERIA), default="l2", show_default=True,
               help="Channel importance criterion.")
@@ -152,8 +159,8 @@ def _summary(result, output) -> list[str]:
               help="Per-group score normalization (matters for --global).")
 @input_shape_option
 @norm_option
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write a JSON report here.")
-@click.option("--plan-out", type=click.Path(dir_okay=False), help="Write the pruning plan (JSON) here.")
+@click.option("--report", "report_path", type=click.Path(), help="Write a JSON report here.")
+@click.option("--plan-out", type=click.Path(), help="Write the pruning plan (JSON) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of a summary.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnx.checker + ONNX Runtime check of the result.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
@@ -175,11 +182,11 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, round_to
 
 
 @cli.command("apply")
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("plan", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Pruned model path.")
+@click.argument("model", type=click.Path())
+@click.argument("plan", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="Pruned model path.")
 @input_shape_option
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@click.option("--report", "report_path", type=click.Path(), help="Write a JSON report here.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnx.checker + ONNX Runtime check of the result.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply_cmd(model, plan, output, input_shape, report_path, no_verify, quiet):

@@ -70,6 +70,23 @@ def count_macs(model: onnx.ModelProto, input_shapes: dict | None = None) -> int 
     return int(total)
 
 
+def macs_unknown_reason(model: onnx.ModelProto, input_shapes: dict | None = None) -> str:
+    """Why :func:`count_macs` gave None: dynamic input dims, or the first node whose
+    output shapes inference could not work out."""
+    concrete = with_input_shapes(model, input_shapes)
+    for inp in concrete.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims) and inp.name not in {t.name for t in model.graph.initializer}:
+            return f"input '{inp.name}' has dynamic dims: pass --input-shape"
+    shapes = infer_shapes(concrete)
+    for node in model.graph.node:
+        for out in node.output:
+            dims = shapes.get(out) if out else []
+            if dims is None or any(not isinstance(d, int) for d in dims):
+                return f"shapes after {node.op_type} '{node.name or out}' cannot be inferred"
+    return "some shapes cannot be inferred"
+
+
 def _attr(node, name, default):
     for a in node.attribute:
         if a.name == name:

@@ -85,16 +85,22 @@ def check_model(model: onnx.ModelProto) -> None:
             f"model uses opset {opset}; onnxprune supports opsets {MIN_OPSET} to {MAX_OPSET}"
         )
     try:
-        # the graph with its small constants through onnx.checker; the large weights left
-        # out of that copy are checked here for the one thing that can be wrong with them
-        onnx.checker.check_model(skeleton(model))
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
-        raise InvalidModelError(f"model fails onnx.checker: {first}") from None
+        # the graph with its small constants through onnx.checker with strict shape
+        # inference (a pruned model must pass it, so an input failing it is refused now);
+        # the large weights left out of that copy are checked for their sizes below
+        onnx.checker.check_model(skeleton(model), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise InvalidModelError(f"model fails onnx.checker: {one_line(exc)}") from None
     _check_payloads(model)
 
 
 PAYLOAD_CHECK_MAX_ELEMENTS = 1 << 24
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line (checker messages span several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_payloads(model: onnx.ModelProto) -> None:
@@ -119,6 +125,23 @@ def _check_payloads(model: onnx.ModelProto) -> None:
 # ------------------------------------------------------------------------- saving
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise OutputError unless a file can be created at ``path`` (probed for real: root
+    passes permission checks on folders such as /proc where creating files still fails)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory, expected a file path")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: output folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".onnxprune-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{path}: output folder {folder} is not writable ({exc.strerror or exc})") from None
+
+
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None,
                serialized: bytes | None = None) -> None:
     """Write atomically: a temporary file in the target folder, then rename.
@@ -128,10 +151,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, *, external_data
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{path}: output folder {folder} is not writable")
+    check_writable(path)
     if external_data is None:
         external_data = serialized is None and too_big_to_serialize(model)
     try:
@@ -205,6 +225,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".onnxprune-", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
         os.replace(tmp, path)
     except OSError as exc:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import __version__
-from .cost import CostModel, count_macs, count_params
+from .cost import CostModel, count_macs, count_params, macs_unknown_reason
 from .model import default_opset
 from .shapes import approx_size
 
@@ -108,6 +108,7 @@ def build_report(before: dict, pruned, analysis, plan, input_shapes, seconds: fl
         "macs_before": macs_before,
         "macs_after": macs_after,
         "macs_ratio": macs_after / macs_before if macs_before and macs_after is not None else None,
+        "macs_unknown_reason": None if macs_after is not None else macs_unknown_reason(pruned, input_shapes),
         "bytes_before": before["bytes"],
         "bytes_after": len(serialized) if serialized is not None else approx_size(pruned),
         "groups_total": len(analysis.groups),

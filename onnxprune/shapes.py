@@ -7,7 +7,7 @@ import math
 
 import onnx
 
-from .errors import InputError
+from .errors import BadArgumentError
 from .weights import WeightStore
 
 
@@ -151,7 +151,7 @@ def with_input_shapes(model: onnx.ModelProto, overrides: dict[str, list[int]] | 
     known = {i.name for i in m.graph.input if i.name not in init_names}
     for name in overrides or {}:
         if name not in known:
-            raise InputError(f"--input-shape names '{name}', which is not a model input (inputs: {', '.join(sorted(known))})")
+            raise BadArgumentError(f"--input-shape names '{name}', which is not a model input (inputs: {', '.join(sorted(known))})")
     for inp in m.graph.input:
         if inp.name in init_names or not inp.type.HasField("tensor_type"):
             continue
@@ -159,10 +159,10 @@ def with_input_shapes(model: onnx.ModelProto, overrides: dict[str, list[int]] | 
         if overrides and inp.name in overrides:
             want = overrides[inp.name]
             if len(want) != len(dims):
-                raise InputError(f"--input-shape {inp.name}: model input has rank {len(dims)}, got {len(want)} dims")
+                raise BadArgumentError(f"--input-shape {inp.name}: model input has rank {len(dims)}, got {len(want)} dims")
             for d, v in zip(dims, want):
                 if d.HasField("dim_value") and d.dim_value != v:
-                    raise InputError(f"--input-shape {inp.name}: dim {d.dim_value} is fixed by the model, got {v}")
+                    raise BadArgumentError(f"--input-shape {inp.name}: dim {d.dim_value} is fixed by the model, got {v}")
                 d.Clear()
                 d.dim_value = int(v)
         elif len(dims) and not dims[0].HasField("dim_value"):
@@ -181,13 +181,13 @@ def parse_input_shapes(specs) -> dict[str, list[int]]:
     for spec in specs or ():
         name, sep, dims = spec.rpartition("=")
         if not sep or not name:
-            raise InputError(f"--input-shape '{spec}': expected NAME=D1xD2x..., e.g. input=1x3x224x224")
+            raise BadArgumentError(f"--input-shape '{spec}': expected NAME=D1xD2x..., e.g. input=1x3x224x224")
         try:
             out[name] = [int(d) for d in dims.lower().split("x")]
         except ValueError:
-            raise InputError(f"--input-shape '{spec}': dims must be integers separated by 'x'") from None
+            raise BadArgumentError(f"--input-shape '{spec}': dims must be integers separated by 'x'") from None
         if any(d <= 0 for d in out[name]):
-            raise InputError(f"--input-shape '{spec}': dims must be positive")
+            raise BadArgumentError(f"--input-shape '{spec}': dims must be positive")
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 
 from .errors import VerificationError
-from .model import write_external
+from .model import one_line, write_external
 from .shapes import skeleton, too_big_to_serialize
 from .runtime import ORT_MAX_IR, max_ir_version, random_inputs, runnable_bytes, session
 
@@ -42,8 +42,7 @@ def verify_model(expected_io: dict, pruned: onnx.ModelProto, input_shapes=None, 
         # runtime below, so the large ones need not be serialized twice
         onnx.checker.check_model(skeleton(pruned), full_check=True)
     except Exception as exc:  # checker and shape inference raise several types
-        first = (str(exc).strip().splitlines() or ["invalid"])[0]
-        raise VerificationError(f"pruned model fails onnx.checker (a bug): {first}") from None
+        raise VerificationError(f"pruned model fails onnx.checker (a bug): {one_line(exc)}") from None
     if not run or not _runnable(pruned):
         return None
     big = too_big_to_serialize(pruned)
@@ -64,8 +63,8 @@ def verify_model(expected_io: dict, pruned: onnx.ModelProto, input_shapes=None, 
             warnings.warn(f"not run in ONNX Runtime (no kernel here): {str(exc).splitlines()[0][:200]}",
                           RuntimeWarning, stacklevel=2)
             return None if data is None or _lowered(pruned) else data
-        first = (str(exc).strip().splitlines() or ["error"])[0]
-        raise VerificationError(f"pruned model does not run in ONNX Runtime (a bug): {first[:300]}") from None
+        raise VerificationError(f"pruned model does not run in ONNX Runtime: {one_line(exc, 240)} (if the original "
+                                "does not run in this runtime either, pass --no-verify)") from None
     for (name, _, dims), value in zip(expected_io["outputs"], outs):
         want = [d if isinstance(d, int) and d > 0 else None for d in dims]
         if len(want) and (len(want) != value.ndim or any(w is not None and w != v for w, v in zip(want, value.shape))):

@@ -176,7 +176,7 @@ def test_usage_error_is_one_line():
 
 def test_bad_input_shape_spec(tmp_path):
     code, _, err = run("inspect", MODEL, "--input-shape", "nosuch=1x3x8x8")
-    assert_clean_failure(code, err, errors.EXIT_INPUT, "not a model input")
+    assert_clean_failure(code, err, errors.EXIT_BAD_ARGUMENT, "not a model input")
 
 
 def test_exit_codes_listed():
