@@ -80,7 +80,8 @@ def conv(node: onnx.NodeProto, ctx) -> None:
         ctx.add_fixup(SetGroupAttr(ctx.node_index[node.name], xmap))
     else:
         ymap = _grouped(node, ctx, xmap, w, y, m, cg, g)
-        if ymap is None:
+        if ymap is None:  # every input channel stays, so nothing upstream may remove one
+            ctx.block(xmap, node, "grouped conv whose channel groups cannot be kept equal")
             return
     if b:
         ctx.bind(node, b, 0, ymap, BIAS)
@@ -149,10 +150,12 @@ def conv_transpose(node: onnx.NodeProto, ctx) -> None:
             return
         if has_spaces(xmap):
             if _parts(ctx, node, xmap, g, cin // g) is None:
+                ctx.block(xmap, node, "grouped conv whose channel groups cannot be kept equal")
                 return
             ctx.bind(node, w, 0, xmap, IN)
         ymap, out_parts = _grouped_output(ctx, node, y, mg * g, g)
         if out_parts is None:
+            ctx.block(xmap, node, "grouped conv whose channel groups cannot be kept equal")
             return
         ctx.bind(node, w, 1, out_parts[0], OUT, groups=out_parts)
     if b:
