@@ -317,3 +317,19 @@ def test_reshape_of_dynamic_rows_with_literal_channels_is_rewritten():
     new = prune(a, {g1.id: [1, 2, 3, 7]})
     assert input_value(new, "cat", 2).tolist() == [4] or value(new, "c8").tolist() == [4]
     assert shape_of(new, "w2") == (4, 5)
+
+
+def test_reshape_minus_one_absorbs_the_symbolic_batch():
+    """x.view(-1, C*H*W) with a dynamic batch: the -1 can only be the batch."""
+    g = G()
+    h = _conv_in(g, batch="N")
+    h = g.op("Reshape", [h, g.ints([-1, 128], "shape")], "rs")
+    g.output(g.op("Gemm", [h, g.weight([128, 5], "fc_w")], "fc"))
+    m = g.model()
+    a = run_analysis(m)
+    g1 = group_of(a, "c1")
+    assert g1.prunable, g1.blocked
+    assert oracle_all(a, m) == 1
+    new = prune(a, {g1.id: [0, 1, 2, 3]})
+    np.testing.assert_array_equal(input_value(new, "rs", 1), [-1, 64])
+    assert shape_of(new, "fc_w") == (64, 5)

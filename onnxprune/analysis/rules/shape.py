@@ -252,13 +252,14 @@ def _target_dims(ctx, node, src: list, entries: list):
     if -1 in dims:
         sym_src = sorted(str(d) for d in src if not isinstance(d, int))
         sym_dst = sorted(str(d) for d in dims if not isinstance(d, int))
-        if sym_src != sym_dst:
-            return None
         known = math.prod(d for d in dims if isinstance(d, int) and d != -1)
         total = math.prod(d for d in src if isinstance(d, int))
-        if known == 0 or total % known:
+        if sym_src == sym_dst and known and total % known == 0:
+            dims[dims.index(-1)] = total // known
+        elif len(sym_src) == 1 and not sym_dst and known == total:
+            dims[dims.index(-1)] = sym_src[0]  # x.view(-1, C*H*W): the -1 is the batch
+        else:
             return None
-        dims[dims.index(-1)] = total // known
     return dims
 
 
