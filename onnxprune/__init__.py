@@ -9,7 +9,8 @@
 __version__ = "0.1.0"
 
 from .api import PruneResult, apply, inspect, prune  # noqa: E402
+from .validate import validate  # noqa: E402
 from .errors import OnnxPruneError  # noqa: E402
 from .plan import Plan  # noqa: E402
 
-__all__ = ["inspect", "prune", "apply", "PruneResult", "Plan", "OnnxPruneError", "__version__"]
+__all__ = ["inspect", "prune", "apply", "validate", "PruneResult", "Plan", "OnnxPruneError", "__version__"]

@@ -11,12 +11,14 @@ from . import __version__
 from .allocate import AllocationOptions, allocate, select_channels
 from .analysis import Analysis, AnalysisOptions, analyze
 from .cost import CostModel, count_macs, count_params
-from .errors import BadArgumentError, NothingPrunableError, UnsupportedModelError
+from .data import load_data
+from .errors import BadArgumentError, NothingPrunableError, UnsupportedModelError, ValidationFailed
 from .importance import score_groups
 from .model import ModelSource, load_model, save_model, write_text_atomic
 from .plan import Plan, model_fingerprint
 from .report import build_report, inspect_report, model_facts
 from .surgery import apply_plan
+from .validate import validate as run_validation
 from .verify import io_signature, verify_model
 
 
@@ -62,13 +64,18 @@ def _check_ratio(name: str, value: float | None, upper_open: bool = True) -> Non
 def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l2", global_ranking: bool | None = None,
           target_macs: float | None = None, round_to: int = 16, min_keep: int = 1, max_ratio: float = 0.9,
           reduction: str = "sum", normalize: str = "mean", input_shapes: dict | None = None,
-          prune_norm_spaces: bool = False, verify: bool = True) -> PruneResult:
+          prune_norm_spaces: bool = False, verify: bool = True, validation=None, labels: str | None = None,
+          metric: str = "agreement", max_drop: float | None = None, force: bool = False) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
     ``global_ranking``); ``target_macs`` keeps at most that fraction of the MACs instead,
     searching the threshold of the global ranking (or the uniform ratio with
     ``global_ranking=False``).
+
+    With ``validation`` data (see :func:`onnxprune.data.load_data`) the result is compared
+    with the original (``report["validation"]``); a ``max_drop`` of ``metric`` that is
+    exceeded raises :class:`ValidationFailed` unless ``force``.
     """
     _check_ratio("ratio", ratio)
     _check_ratio("target_macs", target_macs, upper_open=False)
@@ -84,6 +91,10 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     t0 = time.perf_counter()
     proto = load_model(model)  # a private copy: the analysis may edit it in place
     before = _before(proto, input_shapes)
+    reference = None
+    if validation is not None:  # checked before any work; the original is kept to compare with
+        reference = load_model(proto, check=False)
+        dataset = load_data(validation, reference, labels_key=labels, input_shapes=input_shapes)
     analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True)
     del proto
     groups = analysis.prunable
@@ -107,7 +118,15 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         k = counts[g.id]
         if k < g.size:
             plan.groups[g.id] = {"size": g.size, "keep": select_channels(g, scores[g.id], k)}
-    return _finish(before, analysis, plan, input_shapes, verify, t0)
+    result = _finish(before, analysis, plan, input_shapes, verify, t0)
+    if reference is not None:
+        check = run_validation(reference, result.model, None, metric=metric, max_drop=max_drop,
+                               input_shapes=input_shapes, dataset=dataset)
+        result.report["validation"] = check
+        if not check["passed"] and not force:
+            raise ValidationFailed(f"pruned model fails validation: {check['failures'][0]} "
+                                   "(nothing written; --force writes it anyway)")
+    return result
 
 
 def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from . import __version__
 from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE, BadArgumentError, OnnxPruneError
 
 CRITERIA = ["l1", "l2", "bn", "fpgm", "connectivity"]
+METRIC_CHOICES = ["agreement", "accuracy", "recall", "f1", "cosine", "mse"]
 DEFAULT_ROUND_TO = 16  # measured: docs/benchmarks.md, kept-channel rounding
 
 
@@ -112,7 +114,7 @@ def inspect(model, as_json, show_all, input_shape, prune_norm_spaces):
             click.echo(f"  {n:>3} x {reason}")
 
 
-def _write_outputs(result, output, report_path, plan_out):
+def _write_outputs(result, output, report_path, plan_out, html_path=None):
     from .model import write_text_atomic
 
     result.save(output)
@@ -120,6 +122,11 @@ def _write_outputs(result, output, report_path, plan_out):
         result.save_plan(plan_out)
     if report_path:
         write_text_atomic(report_path, json.dumps(result.report, indent=1))
+    if html_path:
+        from .html import render_html
+
+        command = shlex.join(["onnxprune"] + sys.argv[1:])
+        write_text_atomic(html_path, render_html(result.report, command=command))
 
 
 def _summary(result, output) -> list[str]:
@@ -161,24 +168,40 @@ def _summary(result, output) -> list[str]:
 @norm_option
 @click.option("--report", "report_path", type=click.Path(), help="Write a JSON report here.")
 @click.option("--plan-out", type=click.Path(), help="Write the pruning plan (JSON) here.")
+@click.option("--html", "html_path", type=click.Path(), help="Write a self-contained HTML report here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout instead of a summary.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnx.checker + ONNX Runtime check of the result.")
+@click.option("--val", "val_data", metavar="DATA",
+              help="Validation data (.npz keyed by input name, a folder of .npz/.npy, or random:N): compare "
+                   "the result with the original before writing it.")
+@click.option("--labels", help="Array in the validation data holding class labels.")
+@click.option("--metric", type=click.Choice(METRIC_CHOICES), default="agreement", show_default=True,
+              help="What --max-drop is measured on.")
+@click.option("--max-drop", type=float, help="Refuse to write a model whose metric drops by more than this.")
+@click.option("--force", is_flag=True, help="Write the model even when it misses --max-drop.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def prune(model, output, ratio, criterion, global_ranking, target_macs, round_to, min_keep, max_ratio, reduction,
-          normalize, input_shape, prune_norm_spaces, report_path, plan_out, as_json, no_verify, quiet):
+          normalize, input_shape, prune_norm_spaces, report_path, plan_out, html_path, as_json, no_verify, val_data,
+          labels, metric, max_drop, force, quiet):
     """Prune MODEL and write the smaller model to OUTPUT."""
     from .api import prune as api_prune
 
-    _check_outputs(model, output, report_path, plan_out)
+    _check_outputs(model, output, report_path, plan_out, html_path)
+    if max_drop is not None and val_data is None:
+        raise BadArgumentError("--max-drop needs validation data (--val DATA)")
     result = api_prune(model, ratio=ratio, criterion=criterion, global_ranking=global_ranking,
                        target_macs=target_macs, round_to=round_to, min_keep=min_keep, max_ratio=max_ratio,
                        reduction=reduction, normalize=normalize, input_shapes=_input_shapes(input_shape),
-                       prune_norm_spaces=prune_norm_spaces, verify=not no_verify)
-    _write_outputs(result, output, report_path, plan_out)
+                       prune_norm_spaces=prune_norm_spaces, verify=not no_verify, validation=val_data,
+                       labels=labels, metric=metric, max_drop=max_drop, force=force)
+    _write_outputs(result, output, report_path, plan_out, html_path)
     if as_json:
         click.echo(json.dumps(result.report, indent=1))
     elif not quiet:
-        click.echo("\n".join(_summary(result, output)))
+        lines = _summary(result, output)
+        if "validation" in result.report:
+            lines[-1:-1] = _validation_lines(result.report["validation"])
+        click.echo("\n".join(lines))
 
 
 @cli.command("apply")
@@ -203,6 +226,63 @@ def apply_cmd(model, plan, output, input_shape, report_path, no_verify, quiet):
     _write_outputs(result, output, report_path, None)
     if not quiet:
         click.echo("\n".join(_summary(result, output)))
+
+
+def _validation_lines(v: dict) -> list[str]:
+    lines = []
+    cls = v.get("classifier")
+    if cls:
+        parts = [f"top-1 agreement {cls['top1_agreement']:.3f}"]
+        if "top5_agreement" in cls:
+            parts.append(f"top-5 {cls['top5_agreement']:.3f}")
+        for key in ("accuracy", "recall", "f1"):
+            if f"{key}_before" in cls:
+                parts.append(f"{key} {cls[key + '_before']:.3f} -> {cls[key + '_after']:.3f}")
+        lines.append("quality " + ", ".join(parts) + f" on {v['samples']} samples")
+    for o in v["outputs"]:
+        if o.get("comparable"):
+            lines.append(f"output  {o['name']}: max |diff| {o['max_abs_diff']:.4g}, cosine {o['cosine_mean']:.4f}, "
+                         f"SNR {o['snr_db']:.1f} dB")
+    lat = v.get("latency")
+    if lat and lat.get("ratio") is not None:
+        lines.append(f"latency p50 {lat['p50_before_ms']:.2f} ms -> {lat['p50_after_ms']:.2f} ms "
+                     f"({lat['ratio']:.3f}x), p90 {lat['p90_before_ms']:.2f} -> {lat['p90_after_ms']:.2f} ms")
+    m = v["model"]
+    if m["macs_before"] and m["macs_after"] is not None:
+        lines.append(f"model   params {_human(m['params_before'])} -> {_human(m['params_after'])}, "
+                     f"MACs {_human(m['macs_before'])} -> {_human(m['macs_after'])}")
+    lines.append("PASS" if v["passed"] else "FAIL: " + "; ".join(v["failures"]))
+    return lines
+
+
+@cli.command("validate")
+@click.argument("original", type=click.Path())
+@click.argument("pruned", type=click.Path())
+@click.option("--data", metavar="DATA", help="Sample data (.npz keyed by input name, a folder, or random:N; "
+              "default random:8).")
+@click.option("--labels", help="Array in the data holding class labels.")
+@click.option("--metric", type=click.Choice(METRIC_CHOICES), default="agreement", show_default=True)
+@click.option("--max-drop", type=float, help="Fail when the metric drops by more than this.")
+@click.option("--atol", type=float, help="Fail when any output differs by more than atol + rtol*|original|.")
+@click.option("--rtol", type=float)
+@click.option("--latency-runs", type=int, default=20, show_default=True, help="Timed runs per model (0: skip).")
+@input_shape_option
+@click.option("--json", "as_json", is_flag=True, help="Print the machine-readable result.")
+def validate_cmd(original, pruned, data, labels, metric, max_drop, atol, rtol, latency_runs, input_shape, as_json):
+    """Compare PRUNED with ORIGINAL: outputs, agreement/accuracy, size, latency.
+
+    Exits 0 when it passes --max-drop and the tolerances, 12 when it does not."""
+    from .errors import ValidationFailed
+    from .validate import validate
+
+    result = validate(original, pruned, data, labels=labels, metric=metric, max_drop=max_drop, atol=atol,
+                      rtol=rtol, latency_runs=latency_runs, input_shapes=_input_shapes(input_shape))
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+    else:
+        click.echo("\n".join(_validation_lines(result)))
+    if not result["passed"]:
+        raise ValidationFailed(result["failures"][0])
 
 
 @cli.command("exit-codes")

@@ -15,6 +15,8 @@ EXIT_BAD_ARGUMENT = 7  # option values out of range, output path == input path
 EXIT_OUTPUT = 8  # output cannot be written
 EXIT_PLAN = 9  # plan does not match the model
 EXIT_VERIFY = 10  # the pruned model failed verification (never written)
+EXIT_DATA = 11  # calibration/validation data does not fit the model
+EXIT_VALIDATION = 12  # the pruned model misses the accuracy budget or tolerances
 
 EXIT_CODES = {
     EXIT_INTERNAL: "internal error (a bug: please report it with --debug output)",
@@ -27,6 +29,8 @@ EXIT_CODES = {
     EXIT_OUTPUT: "the output cannot be written",
     EXIT_PLAN: "the plan does not match the model",
     EXIT_VERIFY: "the pruned model failed verification and was not written",
+    EXIT_DATA: "the calibration/validation data does not fit the model",
+    EXIT_VALIDATION: "the pruned model misses the accuracy budget or tolerances (not written without --force)",
 }
 
 
@@ -71,3 +75,11 @@ class PlanError(OnnxPruneError):
 
 class VerificationError(OnnxPruneError):
     exit_code = EXIT_VERIFY
+
+
+class DataError(OnnxPruneError):
+    exit_code = EXIT_DATA
+
+
+class ValidationFailed(OnnxPruneError):
+    exit_code = EXIT_VALIDATION

@@ -320,6 +320,14 @@ def main() -> None:
         return C + name
 
     base = save("conv_net.onnx", conv_net())
+
+    def save_npz(name, nan=False, **shapes):
+        rng = np.random.default_rng(0)
+        arrays = {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+        if nan:
+            next(iter(arrays.values()))[0, 0, 0, 0] = np.nan
+        np.savez(CORPUS / name, **arrays)
+        return C + name
     base_bytes = (CORPUS / "conv_net.onnx").read_bytes()
     rng = np.random.default_rng(1234)
     random_bytes = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
@@ -428,6 +436,16 @@ def main() -> None:
              "-o /proc/onnxprune-corpus.onnx: /proc refuses file creation even for root (directory permissions "
              "do not stop root, so a read-only folder is no test here)", "output",
              ["prune", "-o", "/proc/onnxprune-corpus.onnx", "--ratio", "0.3"], refuse(8, "not writable")),
+        case("val_data_wrong_input", base, "--val data whose array is named for another input", "data",
+             PRUNE + ["--val", "{repo}/" + save_npz("val_wrong_name.npz", wrong=(4, 3, 16, 16))],
+             refuse(11, "no array for model input")),
+        case("val_data_nan", base, "--val data containing NaN", "data",
+             PRUNE + ["--val", "{repo}/" + save_npz("val_nan.npz", x=(4, 3, 16, 16), nan=True)],
+             refuse(11, "NaN")),
+        case("val_budget_missed", base, "--max-drop 0 on validation data after heavy pruning: refused, "
+             "nothing written", "validation",
+             ["prune", "-o", "{out}", "--ratio", "0.6", "--round-to", "1", "--val", "{repo}/" + save_npz("val_ok.npz", x=(8, 3, 16, 16)), "--metric", "cosine", "--max-drop", "0"],
+             refuse(12, "fails validation")),
         case("output_is_directory", base, "-o names an existing folder", "output",
              ["prune", "-o", "{tmp}/out", "--ratio", "0.3"], refuse(8, "directory")),
         case("plan_out_folder_missing", base, "--plan-out into a folder that does not exist (the model itself "

@@ -182,3 +182,11 @@ def test_bad_input_shape_spec(tmp_path):
 def test_exit_codes_listed():
     code, out, _ = run("exit-codes")
     assert code == 0 and all(str(c) in out for c in errors.EXIT_CODES)
+
+
+def test_html_report(tmp_path):
+    page = tmp_path / "report.html"
+    code, _, err = run("prune", MODEL, "-o", tmp_path / "o.onnx", "--ratio", "0.3", "--html", page, "-q")
+    assert code == 0, err
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "onnxprune prune" in text and "http://" not in text

@@ -41,6 +41,8 @@ KIND_CODES = {
     "output": errors.EXIT_OUTPUT,
     "plan": errors.EXIT_PLAN,
     "verify": errors.EXIT_VERIFY,
+    "data": errors.EXIT_DATA,
+    "validation": errors.EXIT_VALIDATION,
     "ok": 0,
 }
 

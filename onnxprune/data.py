@@ -1,0 +1,163 @@
+"""Sample data for validation (and, later, calibration): npz files, folders of them,
+in-memory arrays, or synthetic inputs — checked against the model's declared inputs."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .errors import DataError
+
+RANDOM_PREFIX = "random:"
+
+
+@dataclass
+class Dataset:
+    """Batches of feeds plus optional labels (aligned with the samples, in order)."""
+
+    batches: list = field(default_factory=list)
+    labels: np.ndarray | None = None
+    synthetic: bool = False
+
+    @property
+    def samples(self) -> int:
+        return sum(next(iter(b.values())).shape[0] for b in self.batches) if self.batches else 0
+
+
+def model_inputs(model: onnx.ModelProto) -> dict:
+    """{name: (numpy dtype, dims with None for dynamic)} of the real graph inputs."""
+    init = {t.name for t in model.graph.initializer}
+    out = {}
+    for inp in model.graph.input:
+        if inp.name in init:
+            continue
+        tt = inp.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        out[inp.name] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)), dims)
+    return out
+
+
+def load_data(source, model: onnx.ModelProto, *, labels_key: str | None = None, batch_size: int = 16,
+              max_samples: int | None = None, input_shapes: dict | None = None) -> Dataset:
+    """Read ``source`` — a ``.npz`` path, a folder of ``.npz``/``.npy`` files, ``random:N``,
+    a dict of arrays (first axis = samples) or an iterable of such dicts — into batches."""
+    inputs = model_inputs(model)
+    if isinstance(source, str) and source.startswith(RANDOM_PREFIX):
+        return _random(source, model, inputs, batch_size, input_shapes)
+    if isinstance(source, (str, Path)):
+        arrays = _read_path(Path(source), inputs)
+    elif isinstance(source, dict):
+        arrays = dict(source)
+    else:
+        try:
+            parts = list(source)
+        except TypeError:
+            raise DataError(f"data must be a path, 'random:N', a dict of arrays or an iterable of dicts, "
+                            f"got {type(source).__name__}") from None
+        arrays = _concat(parts, "iterable")
+    labels = None
+    if labels_key is not None:
+        if labels_key not in arrays:
+            raise DataError(f"labels '{labels_key}' not found in the data (keys: {', '.join(sorted(arrays))})")
+        labels = np.asarray(arrays.pop(labels_key)).reshape(-1)
+    feeds = _check(arrays, inputs)
+    n = next(iter(feeds.values())).shape[0]
+    if labels is not None and len(labels) != n:
+        raise DataError(f"labels '{labels_key}' has {len(labels)} entries for {n} samples")
+    if max_samples is not None:
+        n = min(n, max_samples)
+        labels = None if labels is None else labels[:n]
+    batches = [{k: v[i : i + batch_size] for k, v in feeds.items()} for i in range(0, n, batch_size)]
+    return Dataset(batches, labels)
+
+
+def _random(spec: str, model, inputs, batch_size, input_shapes) -> Dataset:
+    from .runtime import random_inputs
+
+    try:
+        n = int(spec[len(RANDOM_PREFIX):])
+        assert n > 0
+    except (ValueError, AssertionError):
+        raise DataError(f"'{spec}': expected random:N with N a positive number of samples") from None
+    warnings.warn("synthetic random inputs: output agreement is measured on noise, not on real data",
+                  RuntimeWarning, stacklevel=3)
+    batches = []
+    for i, start in enumerate(range(0, n, batch_size)):
+        b = min(batch_size, n - start)
+        shapes = {k: [b] + list(v[1:]) for k, v in (input_shapes or {}).items()}
+        batches.append(random_inputs(model, shapes or None, seed=i, batch=b))
+    return Dataset(batches, None, synthetic=True)
+
+
+def _read_path(path: Path, inputs: dict) -> dict:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
+        if not files:
+            raise DataError(f"{path}: no .npz or .npy files in this folder")
+        return _concat([_read_file(p, inputs) for p in files], str(path))
+    return _read_file(path, inputs)
+
+
+def _read_file(path: Path, inputs: dict) -> dict:
+    try:
+        if path.suffix == ".npy":
+            if len(inputs) != 1:
+                raise DataError(f"{path}: .npy files only fit single-input models (inputs: {', '.join(inputs)})")
+            arr = np.load(path, allow_pickle=False)
+            return {next(iter(inputs)): arr}
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except DataError:
+        raise
+    except Exception as exc:  # numpy raises several types for bad files
+        raise DataError(f"{path}: cannot read as numpy data ({type(exc).__name__}: {exc})") from None
+
+
+def _concat(parts: list, where: str) -> dict:
+    if not parts:
+        raise DataError(f"{where}: no samples")
+    keys = set(parts[0])
+    for p in parts[1:]:
+        if set(p) != keys:
+            raise DataError(f"{where}: samples disagree on their arrays ({sorted(keys)} vs {sorted(p)})")
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts], axis=0) for k in keys}
+
+
+def _check(arrays: dict, inputs: dict) -> dict:
+    missing = [n for n in inputs if n not in arrays]
+    if missing:
+        raise DataError(f"data has no array for model input '{missing[0]}' (data keys: {', '.join(sorted(arrays))})")
+    extra = [k for k in arrays if k not in inputs]
+    if extra:
+        raise DataError(f"data array '{extra[0]}' is not a model input (inputs: {', '.join(inputs)}; "
+                        "labels go in with --labels)")
+    feeds, n = {}, None
+    for name, (dtype, dims) in inputs.items():
+        arr = np.asarray(arrays[name])
+        if arr.ndim != len(dims):
+            raise DataError(f"input '{name}': data has rank {arr.ndim} {list(arr.shape)}, the model expects "
+                            f"{len(dims)} dims {dims}")
+        for k, (have, want) in enumerate(zip(arr.shape[1:], dims[1:]), start=1):
+            if want is not None and have != want:
+                raise DataError(f"input '{name}': dim {k} is {have} in the data, the model expects {want}")
+        if n is None:
+            n = arr.shape[0]
+        elif arr.shape[0] != n:
+            raise DataError(f"input '{name}': {arr.shape[0]} samples, other inputs have {n}")
+        if dtype.kind == "f":
+            if arr.dtype.kind not in "fiu":
+                raise DataError(f"input '{name}': {arr.dtype} data for a {dtype} input")
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise DataError(f"input '{name}': data contains NaN or infinite values")
+        elif arr.dtype.kind != dtype.kind and not (arr.dtype.kind in "iu" and dtype.kind in "iu"):
+            raise DataError(f"input '{name}': {arr.dtype} data for a {dtype} input")
+        feeds[name] = arr.astype(dtype, copy=False)
+    if not n:
+        raise DataError("data holds no samples")
+    return feeds
