@@ -241,8 +241,9 @@ def _validation_lines(v: dict) -> list[str]:
         lines.append("quality " + ", ".join(parts) + f" on {v['samples']} samples")
     for o in v["outputs"]:
         if o.get("comparable"):
+            snr = "identical" if o["snr_db"] is None else f"SNR {o['snr_db']:.1f} dB"
             lines.append(f"output  {o['name']}: max |diff| {o['max_abs_diff']:.4g}, cosine {o['cosine_mean']:.4f}, "
-                         f"SNR {o['snr_db']:.1f} dB")
+                         f"{snr}")
     lat = v.get("latency")
     if lat and lat.get("ratio") is not None:
         lines.append(f"latency p50 {lat['p50_before_ms']:.2f} ms -> {lat['p50_after_ms']:.2f} ms "

@@ -9,6 +9,7 @@ from .shapes import approx_size
 
 REPORT_FORMAT = "onnxprune.report"
 REPORT_VERSION = 1
+REPORT_SCHEMA = "schemas/report-v1.schema.json"  # package resource describing build_report's output
 
 
 def _counter(analysis, counts: dict):

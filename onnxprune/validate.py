@@ -13,6 +13,7 @@ from .cost import count_macs, count_params
 from .data import Dataset, load_data
 from .errors import BadArgumentError
 from .model import ModelSource, load_model
+from .progress import Progress
 from .runtime import session
 from .shapes import approx_size
 
@@ -23,7 +24,8 @@ LABEL_METRICS = ("accuracy", "recall", "f1")
 def validate(original: ModelSource, pruned: ModelSource, data=None, *, labels: str | None = None,
              metric: str = "agreement", max_drop: float | None = None, atol: float | None = None,
              rtol: float | None = None, latency_runs: int = 20, input_shapes: dict | None = None,
-             batch_size: int = 16, device: str = "cpu", dataset: Dataset | None = None) -> dict:
+             batch_size: int = 16, device: str = "cpu", dataset: Dataset | None = None,
+             progress: bool | None = None) -> dict:
     """The comparison as a dict; ``passed`` is False when ``max_drop`` or the tolerances
     are exceeded (``failures`` says which)."""
     if metric not in METRICS:
@@ -40,10 +42,13 @@ def validate(original: ModelSource, pruned: ModelSource, data=None, *, labels: s
     names = [o.name for o in a.graph.output]
     outs_a = {n: [] for n in names}
     outs_b = {n: [] for n in names}
+    bar = Progress(len(dataset.batches), "validating batch", progress)
     for feeds in dataset.batches:
         for n, va, vb in zip(names, sa.run(None, feeds), sb.run(None, feeds)):
             outs_a[n].append(np.asarray(va))
             outs_b[n].append(np.asarray(vb))
+        bar.step()
+    bar.close()
     outputs = [_compare(n, np.concatenate(outs_a[n]), np.concatenate(outs_b[n])) for n in names]
     result = {
         "samples": dataset.samples,
@@ -74,7 +79,8 @@ def _compare(name: str, a: np.ndarray, b: np.ndarray) -> dict:
         "mean_abs_diff": float(np.abs(diff).mean()) if diff.size else 0.0,
         "mse": float((diff ** 2).mean()) if diff.size else 0.0,
         "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
-        "snr_db": float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else float("-inf")),
+        # None when the outputs are identical (infinite SNR has no JSON spelling)
+        "snr_db": None if noise == 0 else (float(10 * np.log10(signal / noise)) if signal > 0 else -300.0),
     }
 
 
