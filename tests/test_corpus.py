@@ -97,7 +97,7 @@ def _params():
         yield pytest.param(case, id=case["name"], marks=marks)
 
 
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", list(_params()))
 def test_case(case, tmp_path):
     r = Run(case, tmp_path)
     code, stdout, stderr = r.run()
