@@ -21,6 +21,9 @@ from .errors import InvalidModelError, UnsupportedModelError
 UNTIED_SUFFIX = "__onnxprune_use"
 
 
+CACHE_MAX_BYTES = 256 << 20
+
+
 class WeightStore:
     """Uniform read/write access to constant tensors: initializers and Constant outputs."""
 
@@ -45,16 +48,19 @@ class WeightStore:
         return name in self._init
 
     def get(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            if name in self._init:
-                try:
-                    self._cache[name] = tensor_array(self._init[name])
-                except ValueError as exc:  # payload size does not match the dims
-                    raise InvalidModelError(f"initializer '{name}' is corrupt: {exc}") from None
-            else:
-                node, attr = self._const_nodes[name]
-                self._cache[name] = _constant_array(attr)
-        return self._cache[name]
+        if name in self._cache:
+            return self._cache[name]
+        if name in self._init:
+            try:
+                value = tensor_array(self._init[name])
+            except ValueError as exc:  # payload size does not match the dims
+                raise InvalidModelError(f"initializer '{name}' is corrupt: {exc}") from None
+        else:
+            node, attr = self._const_nodes[name]
+            value = _constant_array(attr)
+        if value.nbytes <= CACHE_MAX_BYTES:  # huge weights are read again when needed instead
+            self._cache[name] = value  # of being held twice (array + protobuf payload)
+        return value
 
     def shape(self, name: str) -> tuple[int, ...]:
         if name in self._init:
@@ -76,6 +82,9 @@ class WeightStore:
                 old.raw_data = arr.tobytes()
             else:
                 old.CopyFrom(_from_array_typed(value, old.data_type, name))
+            if arr.nbytes > CACHE_MAX_BYTES:
+                self._cache.pop(name, None)
+                return
         else:
             node, attr = self._const_nodes[name]
             if attr.type != onnx.AttributeProto.TENSOR:
