@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 
@@ -36,7 +35,6 @@ def build(folder: Path, gb: float, width: int) -> Path:
             w = np.zeros((width, width), np.float32)
             w[rng.integers(0, width, 4096), rng.integers(0, width, 4096)] = rng.standard_normal(4096)
             data.write(w.tobytes())
-            t = helper.make_tensor_value_info(f"w{i}", TensorProto.FLOAT, [width, width])
             ref = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[width, width])
             ref.data_location = TensorProto.EXTERNAL
             for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(layer_bytes))):
@@ -44,7 +42,6 @@ def build(folder: Path, gb: float, width: int) -> Path:
                 e.key, e.value = k, v
             offset += layer_bytes
             inits.append(ref)
-            del t
             y = f"h{i}"
             nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [y + "_mm"]))
             nodes.append(helper.make_node("Relu", [y + "_mm"], [y]))
