@@ -333,3 +333,20 @@ def test_reshape_minus_one_absorbs_the_symbolic_batch():
     new = prune(a, {g1.id: [0, 1, 2, 3]})
     np.testing.assert_array_equal(input_value(new, "rs", 1), [-1, 64])
     assert shape_of(new, "fc_w") == (64, 5)
+
+
+def test_resize_to_sizes_read_from_the_tensor_itself():
+    """F.interpolate(x, size=(H2, W2)) exports sizes = Concat(Shape(x)[:2], const): the
+    channel entry is the tensor's own channel count, right after pruning too."""
+    g = G()
+    h = _conv_in(g, batch="N")
+    head = g.op("Slice", [g.op("Shape", [h], "shp"), g.ints([0], "s0"), g.ints([2], "e0")], "sl")
+    sizes = g.op("Concat", [head, g.ints([8, 8], "hw")], "cat", axis=0)
+    up = g.op("Resize", [h, "", "", sizes], "rz", mode="nearest")
+    g.output(g.conv(up, 8, 4, "c2"))
+    m = g.model()
+    a = run_analysis(m)
+    g1 = group_of(a, "c1")
+    assert g1.prunable, g1.blocked
+    assert oracle_all(a, m) == 1
+    assert shape_of(prune(a, {g1.id: [0, 2, 4]}), "c2_w") == (4, 3, 1, 1)

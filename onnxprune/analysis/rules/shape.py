@@ -418,20 +418,30 @@ def resize(node: onnx.NodeProto, ctx) -> None:
     scale_index = 1 if node.op_type == "Upsample" or ctx.opset < 11 else 2
     scales = _per_axis_const(node, ctx, scale_index)
     sizes = _per_axis_const(node, ctx, 3) if node.op_type == "Resize" and ctx.opset >= 11 else None
+    has_sizes = node.op_type == "Resize" and ctx.opset >= 11 and len(node.input) > 3 and node.input[3]
+    entries = shape_elements(ctx, node.input[3]) if has_sizes else None  # sizes read from Shape ops
     axes = attr(node, "axes", None)
     axes = list(range(r or 0)) if axes is None else [norm_axis(a, r) for a in axes]
+    accepted = set()
     for a, amap in tracked.items():
         if a not in axes:
             ctx.set_amap(y, a, amap)
             continue
         k = axes.index(a)
+        entry = entries[k] if entries is not None and len(entries) == len(axes) else None
         if scales is not None and len(scales) == len(axes) and scales[k] == 1:
             ctx.set_amap(y, a, amap)
+        elif entry is not None and entry[0] == DIM and ctx.amap(*entry[1]) == amap:
+            ctx.set_amap(y, a, amap)  # the size is read from these very channels: stays right
+            accepted.add(k)
         elif sizes is not None and len(sizes) == len(axes) and sizes[k] == ctx.dim(x, a):
             ctx.add_fixup(SetInputElement(ctx.node_index[node.name], 3, k, sizes, amap))
             ctx.set_amap(y, a, amap)
+            accepted.add(k)
         else:
             ctx.block(amap, node, "resizes a channel axis (or its scales are not constant)")
+    if has_sizes:
+        _claim_entries(node, ctx, 3, accepted)
 
 
 @register("Tile")
