@@ -10,7 +10,7 @@ import onnx
 from . import __version__
 from .allocate import AllocationOptions, allocate, select_channels
 from .analysis import Analysis, AnalysisOptions, analyze
-from .cost import CostModel, count_macs, count_params
+from .cost import CostModel, count_macs, count_params, counter
 from .data import load_data
 from .errors import BadArgumentError, NothingPrunableError, UnsupportedModelError, ValidationFailed
 from .importance import score_groups
@@ -102,12 +102,9 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         raise _nothing_prunable(analysis)
     scores = score_groups(analysis, criterion, reduction, normalize)
     cost = CostModel(analysis)
-    find = analysis.table.find
-    size = analysis.table.size
 
-    def count_of_factory(counts):
-        by_root = {r: counts[g.id] for g in groups if g.id in counts for r in g.roots}
-        return lambda s: by_root.get(find(s), size(s))
+    def count_of_factory(counts):  # kept counts per group id -> count_of(space)
+        return counter(analysis, {r: counts[g.id] for g in groups if g.id in counts for r in g.roots})
 
     opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio)
     counts, how = allocate(groups, scores, opts, cost, count_of_factory)

@@ -4,7 +4,7 @@ Two views that must agree (a test checks it):
 
 * :func:`count_macs` / :func:`count_params` measure any model from its shapes alone;
   reports use them on the original and the pruned file.
-* :class:`CostModel` predicts a plan's MACs and params from an analysis in microseconds,
+* :class:`CostModel` predicts a plan's MACs from an analysis in microseconds,
   for allocation searches: each costly node's MACs are ``factor * numel(weight)`` and a
   weight's numel after pruning follows from its members' axis maps.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import onnx
 
 from .shapes import infer_shapes, with_input_shapes
@@ -94,11 +93,16 @@ def _attr(node, name, default):
     return default
 
 
+def counter(analysis, kept_by_root: dict):
+    """``count_of(space)``: the kept count of the space's class, else its full size."""
+    find, size = analysis.table.find, analysis.table.size
+    return lambda space: kept_by_root.get(find(space), size(space))
+
+
 class CostModel:
-    """Fast MACs/params of an analysis under per-space kept counts."""
+    """Fast MACs of an analysis under per-class kept counts (see :func:`counter`)."""
 
     def __init__(self, analysis):
-        self.analysis = analysis
         ctx = analysis.ctx
         self.store: WeightStore = ctx.store
         self.members_by_tensor: dict[str, list] = {}
@@ -106,13 +110,6 @@ class CostModel:
             self.members_by_tensor.setdefault(m.tensor, []).append(m)
         self.costs = ctx.costs
         self.macs_known = all(c.factor is not None for c in self.costs)
-        self.float_weights = [n for n in self.store.names() if self._is_float(n)]
-        self._originals = {}
-        for copy_name, orig in analysis.copies.items():
-            self._originals[copy_name] = orig
-
-    def _is_float(self, name: str) -> bool:
-        return self.store.get(name).dtype.kind == "f"
 
     def numel(self, tensor: str, count_of) -> int:
         shape = list(self.store.shape(tensor))
@@ -128,23 +125,5 @@ class CostModel:
             total += c.fixed if c.weight is None else c.factor * self.numel(c.weight, count_of)
         return total
 
-    def params(self, count_of) -> int:
-        """Params with untied copies counted once when they are unpruned (as saved)."""
-        total, seen_unpruned = 0, set()
-        for name in self.float_weights:
-            orig = self._originals.get(name, name)
-            pruned = name in self.members_by_tensor
-            if not pruned:
-                if orig in seen_unpruned:
-                    continue
-                seen_unpruned.add(orig)
-            total += self.numel(name, count_of)
-        return total
 
-
-def full_count(analysis):
-    table = analysis.table
-    return lambda space: table.size(space)
-
-
-__all__ = ["count_params", "count_macs", "CostModel", "full_count", "np"]
+__all__ = ["count_params", "count_macs", "macs_unknown_reason", "CostModel", "counter"]

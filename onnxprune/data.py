@@ -29,7 +29,8 @@ class Dataset:
 
 
 def model_inputs(model: onnx.ModelProto) -> dict:
-    """{name: (numpy dtype, dims with None for dynamic)} of the real graph inputs."""
+    """{name: (numpy dtype or None when numpy has none, dims with None for dynamic)} of the
+    real graph inputs (initializers listed as inputs left out)."""
     init = {t.name for t in model.graph.initializer}
     out = {}
     for inp in model.graph.input:
@@ -37,7 +38,11 @@ def model_inputs(model: onnx.ModelProto) -> dict:
             continue
         tt = inp.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        out[inp.name] = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)), dims)
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        except (KeyError, ValueError, TypeError):
+            dtype = None
+        out[inp.name] = (dtype, dims)
     return out
 
 
@@ -139,6 +144,8 @@ def _check(arrays: dict, inputs: dict) -> dict:
                         "labels go in with --labels)")
     feeds, n = {}, None
     for name, (dtype, dims) in inputs.items():
+        if dtype is None:
+            raise DataError(f"input '{name}': its element type has no numpy equivalent")
         arr = np.asarray(arrays[name])
         if arr.ndim != len(dims):
             raise DataError(f"input '{name}': data has rank {arr.ndim} {list(arr.shape)}, the model expects "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import __version__
-from .cost import CostModel, count_macs, count_params, macs_unknown_reason
+from .cost import CostModel, count_macs, count_params, counter, macs_unknown_reason
 from .model import default_opset
 from .shapes import approx_size
 
@@ -12,25 +12,19 @@ REPORT_VERSION = 1
 REPORT_SCHEMA = "schemas/report-v1.schema.json"  # package resource describing build_report's output
 
 
-def _counter(analysis, counts: dict):
-    find, size = analysis.table.find, analysis.table.size
-    by_root = {r: c for r, c in counts.items()}
-    return lambda s: by_root.get(find(s), size(s))
-
-
 def group_macs_share(analysis, cost: CostModel, dense: float | None) -> dict:
     """MACs that scale with each group's channels (dense minus the group at zero width)."""
     if not dense:
         return {}
     out = {}
     for g in analysis.groups:
-        zero = cost.macs(_counter(analysis, {r: 0 for r in g.roots}))
+        zero = cost.macs(counter(analysis, {r: 0 for r in g.roots}))
         out[g.id] = (dense - zero) / dense if zero is not None else None
     return out
 
 
 def inspect_report(model, analysis, cost: CostModel) -> dict:
-    dense = cost.macs(_counter(analysis, {}))
+    dense = cost.macs(counter(analysis, {}))
     share = group_macs_share(analysis, cost, dense)
     groups = []
     reasons: dict[str, int] = {}
@@ -46,7 +40,7 @@ def inspect_report(model, analysis, cost: CostModel) -> dict:
     prunable = [g for g in analysis.groups if g.prunable]
     touched = None
     if dense:
-        zero_all = cost.macs(_counter(analysis, {r: 0 for g in prunable for r in g.roots}))
+        zero_all = cost.macs(counter(analysis, {r: 0 for g in prunable for r in g.roots}))
         touched = None if zero_all is None else (dense - zero_all) / dense
     return {
         "format": REPORT_FORMAT + ".inspect",

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 import onnx
 
+from .data import model_inputs
 from .errors import BadArgumentError
 
 ORT_MAX_IR = 10  # every supported onnxruntime reads IR 10; newer ones are probed
@@ -74,12 +75,18 @@ def session(model: onnx.ModelProto | bytes | str, device: str = "cpu", threads: 
 def runnable_bytes(model: onnx.ModelProto) -> bytes:
     """Serialized model, with its IR version lowered to what the runtime accepts when the
     opsets allow it (onnx may stamp newer IR versions than onnxruntime reads)."""
-    if model.ir_version > ORT_MAX_IR and model.ir_version > max_ir_version():
+    if needs_lowering(model):
         m = onnx.ModelProto()
         m.CopyFrom(model)
         m.ir_version = max_ir_version()
         return m.SerializeToString()
     return model.SerializeToString()
+
+
+def needs_lowering(model: onnx.ModelProto) -> bool:
+    """Whether :func:`runnable_bytes` must lower the IR version (its bytes then differ
+    from the model's own serialization)."""
+    return model.ir_version > ORT_MAX_IR and model.ir_version > max_ir_version()
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,33 +107,26 @@ def max_ir_version() -> int:
     return ORT_MAX_IR
 
 
+def declared_type(model: onnx.ModelProto, name: str) -> str:
+    vi = next(i for i in model.graph.input if i.name == name)
+    return onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type)
+
+
 def random_inputs(model: onnx.ModelProto, input_shapes: dict | None = None, seed: int = 0, batch: int = 1) -> dict:
     """Synthetic inputs from declared shapes/dtypes (dynamic dims: overrides, else ``batch``
     for the leading one and 8 elsewhere)."""
     rng = np.random.default_rng(seed)
-    init = {t.name for t in model.graph.initializer}
     feeds = {}
-    for inp in model.graph.input:
-        if inp.name in init:
-            continue
-        tt = inp.type.tensor_type
-        dims = []
-        for k, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value"):
-                dims.append(d.dim_value)
-            else:
-                dims.append(batch if k == 0 else 8)
-        if input_shapes and inp.name in input_shapes:
-            dims = list(input_shapes[inp.name])
-        try:
-            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
-        except (KeyError, ValueError, TypeError):
-            raise BadArgumentError(f"input '{inp.name}': element type "
-                                   f"{onnx.TensorProto.DataType.Name(tt.elem_type)} cannot be synthesized") from None
+    for name, (dtype, declared) in model_inputs(model).items():
+        dims = [d if d is not None else (batch if k == 0 else 8) for k, d in enumerate(declared)]
+        if input_shapes and name in input_shapes:
+            dims = list(input_shapes[name])
+        if dtype is None:
+            raise BadArgumentError(f"input '{name}': element type {declared_type(model, name)} cannot be synthesized")
         if dtype == np.bool_:
-            feeds[inp.name] = rng.integers(0, 2, dims).astype(bool)
+            feeds[name] = rng.integers(0, 2, dims).astype(bool)
         elif dtype.kind in "iu":
-            feeds[inp.name] = rng.integers(0, 4, dims).astype(dtype)
+            feeds[name] = rng.integers(0, 4, dims).astype(dtype)
         else:  # float16/32/64 and the ml_dtypes floats (bfloat16, float8...)
-            feeds[inp.name] = rng.standard_normal(dims).astype(np.float32).astype(dtype)
+            feeds[name] = rng.standard_normal(dims).astype(np.float32).astype(dtype)
     return feeds

@@ -13,7 +13,7 @@ import onnx
 from .errors import VerificationError
 from .model import one_line, write_external
 from .shapes import skeleton, too_big_to_serialize
-from .runtime import ORT_MAX_IR, max_ir_version, random_inputs, runnable_bytes, session
+from .runtime import needs_lowering, random_inputs, runnable_bytes, session
 
 
 def _io(vi):
@@ -62,19 +62,14 @@ def verify_model(expected_io: dict, pruned: onnx.ModelProto, input_shapes=None, 
             # structure was proven above; say so rather than refuse a sound model
             warnings.warn(f"not run in ONNX Runtime (no kernel here): {str(exc).splitlines()[0][:200]}",
                           RuntimeWarning, stacklevel=2)
-            return None if data is None or _lowered(pruned) else data
+            return None if data is None or needs_lowering(pruned) else data
         raise VerificationError(f"pruned model does not run in ONNX Runtime: {one_line(exc, 240)} (if the original "
                                 "does not run in this runtime either, pass --no-verify)") from None
     for (name, _, dims), value in zip(expected_io["outputs"], outs):
         want = [d if isinstance(d, int) and d > 0 else None for d in dims]
         if len(want) and (len(want) != value.ndim or any(w is not None and w != v for w, v in zip(want, value.shape))):
             raise VerificationError(f"output '{name}' has shape {value.shape}, the model declares {want} (a bug)")
-    return None if data is None or _lowered(pruned) else data
-
-
-def _lowered(model: onnx.ModelProto) -> bool:
-    """Whether :func:`runnable_bytes` had to lower the IR version (bytes differ)."""
-    return model.ir_version > ORT_MAX_IR and model.ir_version > max_ir_version()
+    return None if data is None or needs_lowering(pruned) else data
 
 
 def _runnable(model: onnx.ModelProto) -> bool:
