@@ -17,19 +17,11 @@ import click
 
 from . import __version__
 from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE, BadArgumentError, OnnxPruneError
+from .fmt import human_count as _human
 
 CRITERIA = ["l1", "l2", "bn", "fpgm", "connectivity"]
 METRIC_CHOICES = ["agreement", "accuracy", "recall", "f1", "cosine", "mse"]
 DEFAULT_ROUND_TO = 16  # measured: docs/benchmarks.md, kept-channel rounding
-
-
-def _human(n) -> str:
-    if n is None:
-        return "?"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(int(n))
 
 
 def _same_file(a: str, b: str) -> bool:

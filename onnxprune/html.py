@@ -14,6 +14,7 @@ import math
 import re
 from html import escape
 
+from .fmt import human_count as _human
 from .html_style import CSS
 
 __all__ = ["render_html"]
@@ -36,17 +37,6 @@ def _isnum(v) -> bool:
 
 def _finite(v) -> bool:
     return _isnum(v) and math.isfinite(v)
-
-
-def _human(n) -> str:
-    if not _isnum(n):
-        return "?"
-    if not math.isfinite(n):
-        return str(n)
-    for unit, div in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:g}" if isinstance(n, float) else str(n)
 
 
 def _bytes(n) -> str:

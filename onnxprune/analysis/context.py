@@ -75,7 +75,6 @@ class RuleContext:
     costs: list = field(default_factory=list)
     producers: dict = field(default_factory=dict)  # tensor -> node
     node_index: dict = field(default_factory=dict)  # node name -> index in graph.node
-    notes: list = field(default_factory=list)  # (node name, text) for inspect
     claimed: set = field(default_factory=set)  # (node, input index) whose channel-dependent value a rule handles
 
     def __post_init__(self):
