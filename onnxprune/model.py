@@ -20,14 +20,15 @@ MAX_OPSET = onnx.defs.onnx_opset_version()
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto]
 
 
-def load_model(source: ModelSource, *, check: bool = True) -> onnx.ModelProto:
-    """Load a model from a path, serialized bytes or a ModelProto (which is copied).
+def load_model(source: ModelSource, *, check: bool = True, copy_proto: bool = True) -> onnx.ModelProto:
+    """Load a model from a path, serialized bytes or a ModelProto (copied, unless a caller
+    that only reads it says ``copy_proto=False``).
 
     External data next to a path is loaded too. Raises one-line errors for anything that
     is not a usable ONNX model.
     """
     if isinstance(source, onnx.ModelProto):
-        model = copy.deepcopy(source)
+        model = copy.deepcopy(source) if copy_proto else source
     elif isinstance(source, (bytes, bytearray)):
         model = _parse(bytes(source), "<bytes>")
     else:

@@ -34,7 +34,7 @@ def validate(original: ModelSource, pruned: ModelSource, data=None, *, labels: s
         raise BadArgumentError(f"metric '{metric}' needs labels (--labels KEY in the data)")
     if max_drop is not None and max_drop < 0:
         raise BadArgumentError(f"--max-drop must be >= 0, got {max_drop:g}")
-    a, b = load_model(original), load_model(pruned)
+    a, b = load_model(original, copy_proto=False), load_model(pruned, copy_proto=False)  # only read here
     if dataset is None:
         dataset = load_data(data if data is not None else "random:8", a, labels_key=labels,
                             batch_size=batch_size, input_shapes=input_shapes)

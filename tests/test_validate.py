@@ -117,3 +117,11 @@ def test_pruned_model_keeps_metadata_and_gains_a_pruning_entry():
     assert pruned.producer_name == "my-exporter" and pruned.doc_string == "a doc string"
     props = {p.key: p.value for p in pruned.metadata_props}
     assert props["labels"] == "cat,dog" and "onnxprune" in props
+
+
+def test_validate_reads_model_protos_without_changing_them(data):
+    a = onnx.load(str(MODEL))
+    b = onnxprune.prune(a, ratio=0.5).model
+    before = (a.SerializeToString(), b.SerializeToString())
+    onnxprune.validate(a, b, str(data), labels="y", latency_runs=0)
+    assert (a.SerializeToString(), b.SerializeToString()) == before
