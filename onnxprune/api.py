@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import onnx
@@ -13,7 +14,7 @@ from .analysis import Analysis, AnalysisOptions, analyze
 from .cost import CostModel, count_macs, count_params, counter
 from .data import load_data
 from .errors import BadArgumentError, NothingPrunableError, UnsupportedModelError, ValidationFailed
-from .importance import score_groups
+from .importance import NEEDS, check_criterion, score_groups
 from .model import ModelSource, load_model, save_model, write_text_atomic
 from .plan import Plan, model_fingerprint
 from .report import build_report, inspect_report, model_facts
@@ -65,7 +66,9 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           target_macs: float | None = None, round_to: int = 16, min_keep: int = 1, max_ratio: float = 0.9,
           reduction: str = "sum", normalize: str = "mean", input_shapes: dict | None = None,
           prune_norm_spaces: bool = False, verify: bool = True, validation=None, labels: str | None = None,
-          metric: str = "agreement", max_drop: float | None = None, force: bool = False) -> PruneResult:
+          metric: str = "agreement", max_drop: float | None = None, force: bool = False,
+          calibration=None, batch_size: int = 16, max_samples: int | None = None, loss: str = "auto",
+          fallback_criterion: str | None = None, device: str = "auto", progress: bool | None = None) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -76,6 +79,13 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     With ``validation`` data (see :func:`onnxprune.data.load_data`) the result is compared
     with the original (``report["validation"]``); a ``max_drop`` of ``metric`` that is
     exceeded raises :class:`ValidationFailed` unless ``force``.
+
+    ``calibration`` data (same forms) feeds the data-aware criteria (``activation``,
+    ``apoz``, ``entropy``, ``variance``, ``wanda``, ``taylor``, ``fisher``): it is run
+    through ONNX Runtime in batches of ``batch_size`` on ``device`` and reduced to
+    per-channel statistics. Groups a criterion cannot score (no gradient through an op)
+    stay whole, or are scored by ``fallback_criterion`` when given. Without separate
+    ``validation`` data the result is validated on the calibration data.
     """
     _check_ratio("ratio", ratio)
     _check_ratio("target_macs", target_macs, upper_open=False)
@@ -86,21 +96,53 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         raise BadArgumentError("give either a ratio or a MACs target, not both (the target searches the ratio)")
     if round_to < 1 or min_keep < 1:
         raise BadArgumentError("round_to and min_keep must be at least 1")
+    check_criterion(criterion)
+    if fallback_criterion is not None:
+        check_criterion(fallback_criterion)
+    if batch_size < 1:
+        raise BadArgumentError("batch_size must be at least 1")
     if global_ranking is None:  # a budget is spent where channels matter least; a ratio applies everywhere
         global_ranking = target_macs is not None
     t0 = time.perf_counter()
     proto = load_model(model)  # a private copy: the analysis may edit it in place
     before = _before(proto, input_shapes)
-    reference = None
-    if validation is not None:  # checked before any work; the original is kept to compare with
+    reference = calib_data = dataset = None
+    needs = tuple(dict.fromkeys(NEEDS[criterion] + (NEEDS[fallback_criterion] if fallback_criterion else ())))
+    if needs and calibration is None:
+        raise BadArgumentError(f"criterion '{criterion if NEEDS[criterion] else fallback_criterion}' needs "
+                               "calibration data (--calib)")
+    if calibration is not None:  # read and checked before any work
+        calib_data = load_data(calibration, proto, labels_key=labels, batch_size=batch_size,
+                               max_samples=max_samples, input_shapes=input_shapes)
+    if validation is not None or calib_data is not None:  # the original is kept to compare with
         reference = load_model(proto, check=False)
-        dataset = load_data(validation, reference, labels_key=labels, input_shapes=input_shapes)
+        dataset = calib_data if validation is None else load_data(validation, reference, labels_key=labels,
+                                                                  input_shapes=input_shapes)
     analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True)
     del proto
     groups = analysis.prunable
     if not groups:
         raise _nothing_prunable(analysis)
-    scores = score_groups(analysis, criterion, reduction, normalize)
+    if needs:
+        from .calibration.collect import collect
+
+        analysis.calibration = collect(analysis, groups, calib_data, needs, loss=loss, device=device,
+                                       progress=progress)
+    skipped: dict = {}
+    scores = score_groups(analysis, criterion, reduction, normalize, skipped=skipped)
+    if skipped and fallback_criterion:
+        scores.update(score_groups(analysis, fallback_criterion, reduction, normalize,
+                                   groups=[g for g in groups if g.id in skipped], skipped={}))
+    groups = [g for g in groups if g.id in scores]
+    if not groups:
+        raise NothingPrunableError(f"nothing to prune: criterion '{criterion}' scores no group "
+                                   f"({next(iter(skipped.values()))})")
+    if skipped:
+        unscored = [gid for gid in skipped if gid not in scores]
+        if unscored:
+            warnings.warn(f"{len(unscored)} group(s) kept whole: criterion '{criterion}' cannot score them "
+                          f"({skipped[unscored[0]]}; --fallback-criterion scores them another way)",
+                          RuntimeWarning, stacklevel=2)
     cost = CostModel(analysis)
 
     def count_of_factory(counts):  # kept counts per group id -> count_of(space)
@@ -108,7 +150,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
 
     opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio)
     counts, how = allocate(groups, scores, opts, cost, count_of_factory)
-    settings = {"criterion": criterion, "reduction": reduction, "normalize": normalize, "round_to": round_to,
+    settings = {"criterion": criterion, "fallback_criterion": fallback_criterion, "reduction": reduction, "normalize": normalize, "round_to": round_to,
                 "min_keep": min_keep, "max_ratio": max_ratio, "prune_norm_spaces": prune_norm_spaces, **how}
     plan = Plan(before["fingerprint"], {}, settings)
     for g in groups:
@@ -116,6 +158,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         if k < g.size:
             plan.groups[g.id] = {"size": g.size, "keep": select_channels(g, scores[g.id], k)}
     result = _finish(before, analysis, plan, input_shapes, verify, t0)
+    if analysis.calibration is not None:
+        result.report["calibration"] = analysis.calibration.to_dict()
     if reference is not None:
         check = run_validation(reference, result.model, None, metric=metric, max_drop=max_drop,
                                input_shapes=input_shapes, dataset=dataset)

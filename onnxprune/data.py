@@ -76,8 +76,22 @@ def load_data(source, model: onnx.ModelProto, *, labels_key: str | None = None, 
     if max_samples is not None:
         n = min(n, max_samples)
         labels = None if labels is None else labels[:n]
+    batch_size = _fixed_batch(inputs, batch_size, n)
     batches = [{k: v[i : i + batch_size] for k, v in feeds.items()} for i in range(0, n, batch_size)]
     return Dataset(batches, labels)
+
+
+def _fixed_batch(inputs: dict, batch_size: int, n: int) -> int:
+    """The batch size the model takes: its fixed leading dim when it declares one."""
+    fixed = {dims[0] for _, dims in inputs.values() if dims and dims[0] is not None}
+    if not fixed:
+        return batch_size
+    if len(fixed) > 1:
+        raise DataError(f"the model's inputs fix different batch sizes ({sorted(fixed)})")
+    b = fixed.pop()
+    if n % b:
+        raise DataError(f"the model takes batches of exactly {b} samples; the data has {n}")
+    return b
 
 
 def _random(spec: str, model, inputs, batch_size, input_shapes) -> Dataset:

@@ -35,6 +35,7 @@ class Analysis:
     options: AnalysisOptions
     passes: int = 1
     notes: list = field(default_factory=list)
+    calibration: object = None  # calibration.collect.Calibration, for data-aware criteria
 
     @property
     def table(self) -> SpaceTable:

@@ -15,30 +15,45 @@ import numpy as np
 from ..errors import BadArgumentError
 
 CRITERIA: dict[str, Callable] = {}
+NEEDS: dict[str, tuple] = {}  # criterion -> calibration statistics it reads (empty: weights only)
 REDUCTIONS = ("sum", "mean", "max")
 NORMALIZATIONS = ("mean", "max", "sum", "none")
 
 
-def register(name: str):
+def register(name: str, needs: tuple = ()):
     def deco(fn):
         CRITERIA[name] = fn
+        NEEDS[name] = tuple(needs)
         return fn
 
     return deco
 
 
-def score_groups(analysis, criterion: str = "l2", reduction: str = "sum", normalize: str = "mean") -> dict:
-    """{group id: [scores per class]} for every prunable group."""
+def check_criterion(criterion: str) -> None:
     if criterion not in CRITERIA:
         raise BadArgumentError(f"unknown criterion '{criterion}' (choose from {', '.join(sorted(CRITERIA))})")
+
+
+def score_groups(analysis, criterion: str = "l2", reduction: str = "sum", normalize: str = "mean",
+                 groups=None, skipped: dict | None = None) -> dict:
+    """{group id: [scores per class]} for every prunable group (or ``groups``). A data
+    criterion returns None for a group it cannot score; its reason goes to ``skipped``."""
+    check_criterion(criterion)
     if reduction not in REDUCTIONS:
         raise BadArgumentError(f"unknown reduction '{reduction}' (choose from {', '.join(REDUCTIONS)})")
     if normalize not in NORMALIZATIONS:
         raise BadArgumentError(f"unknown normalization '{normalize}' (choose from {', '.join(NORMALIZATIONS)})")
     fn = CRITERIA[criterion]
     out = {}
-    for group in analysis.prunable:
-        scores = [np.asarray(s, dtype=np.float64) for s in fn(analysis, group, reduction)]
+    if NEEDS[criterion] and getattr(analysis, "calibration", None) is None:
+        raise BadArgumentError(f"criterion '{criterion}' needs calibration data (--calib)")
+    for group in analysis.prunable if groups is None else groups:
+        got = fn(analysis, group, reduction)
+        if isinstance(got, str):
+            if skipped is not None:
+                skipped[group.id] = got
+            continue
+        scores = [np.asarray(s, dtype=np.float64) for s in got]
         out[group.id] = normalize_scores(scores, normalize)
     return out
 
@@ -53,4 +68,4 @@ def normalize_scores(scores: list, how: str) -> list:
     return [s / denom for s in scores]
 
 
-from . import weights  # noqa: E402,F401  (registration)
+from . import activations, weights  # noqa: E402,F401  (registration)

@@ -1,0 +1,83 @@
+"""Data-aware criteria: they pick the channels they should, with the values their
+definitions give."""
+
+import numpy as np
+import pytest
+
+import onnxprune
+from onnxprune.analysis import analyze
+from onnxprune.calibration.collect import collect
+from onnxprune.data import load_data
+from onnxprune.errors import BadArgumentError
+from onnxprune.importance import NEEDS, score_groups
+from onnxprune.importance.activations import channel_entropy
+
+from .test_importance import two_conv_model
+
+ACTIVATION_CRITERIA = ["activation", "apoz", "entropy", "variance", "wanda"]
+
+
+def dead_channel_model(dead=4):
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((6, 3, 1, 1)).astype(np.float32)
+    w2 = rng.standard_normal((2, 6, 1, 1)).astype(np.float32)
+    w1[dead] = 0  # channel 4 is always zero after the ReLU, yet its consumer weights are large
+    w2[:, dead] = 10
+    return two_conv_model(w1, w2), w1, w2
+
+
+def calibrated(model, criteria, n=16, seed=0):
+    a = analyze(model)
+    x = np.random.default_rng(seed).standard_normal((n, 3, 4, 4)).astype(np.float32)
+    needs = tuple(dict.fromkeys(s for c in criteria for s in NEEDS[c]))
+    a.calibration = collect(a, a.prunable, load_data({"x": x}, model, batch_size=5), needs, device="cpu")
+    return a, x
+
+
+@pytest.mark.parametrize("crit", ACTIVATION_CRITERIA)
+def test_a_dead_channel_scores_lowest(crit):
+    model, _, _ = dead_channel_model()
+    a, _ = calibrated(model, [crit])
+    (g,) = a.prunable
+    s = score_groups(a, crit)[g.id][0]
+    assert int(np.argmin(s)) == 4
+    assert s[4] == pytest.approx(s.min())
+
+
+def test_wanda_and_variance_values():
+    model, w1, w2 = dead_channel_model()
+    a, x = calibrated(model, ["wanda", "variance", "activation", "apoz"])
+    (g,) = a.prunable
+    act = np.maximum(np.einsum("oc,nchw->nohw", w1[:, :, 0, 0], x), 0).astype(np.float64)
+    flat = act.transpose(1, 0, 2, 3).reshape(6, -1)
+    wanda = np.sqrt((flat ** 2).sum(1)) * np.abs(w2).sum((0, 2, 3))
+    variance = flat.var(1) * (w2.astype(np.float64) ** 2).sum((0, 2, 3))
+    np.testing.assert_allclose(score_groups(a, "wanda", normalize="none")[g.id][0], wanda, rtol=1e-4)
+    np.testing.assert_allclose(score_groups(a, "variance", normalize="none")[g.id][0], variance, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(score_groups(a, "activation", normalize="none")[g.id][0], np.abs(flat).mean(1), rtol=1e-4)
+    np.testing.assert_allclose(score_groups(a, "apoz", normalize="none")[g.id][0], (flat > 0).mean(1), rtol=1e-6)
+
+
+def test_channel_entropy():
+    rng = np.random.default_rng(0)
+    samples = np.stack([np.full(64, 3.0), rng.uniform(size=64), np.r_[np.zeros(63), 1.0]], axis=1)
+    h = channel_entropy(samples)
+    assert h[0] == 0.0
+    assert h[1] > h[2] > 0
+    assert h[1] <= np.log(32) + 1e-9
+
+
+def test_data_criterion_without_data_is_a_clear_error():
+    with pytest.raises(BadArgumentError, match="needs calibration data"):
+        onnxprune.prune(dead_channel_model()[0], ratio=0.3, criterion="activation")
+
+
+@pytest.mark.parametrize("crit", ACTIVATION_CRITERIA)
+def test_prune_with_calibration_removes_the_dead_channel(crit):
+    model, _, _ = dead_channel_model()
+    x = np.random.default_rng(1).standard_normal((8, 3, 4, 4)).astype(np.float32)
+    r = onnxprune.prune(model, ratio=1 / 6, criterion=crit, calibration={"x": x}, round_to=1)
+    (entry,) = r.plan.groups.values()
+    assert 4 not in entry["keep"][0]
+    assert r.report["calibration"]["samples"] == 8
+    assert r.report["validation"]["samples"] == 8  # validated on the calibration data
