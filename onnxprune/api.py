@@ -68,7 +68,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           prune_norm_spaces: bool = False, verify: bool = True, validation=None, labels: str | None = None,
           metric: str = "agreement", max_drop: float | None = None, force: bool = False,
           calibration=None, batch_size: int = 16, max_samples: int | None = None, loss: str = "auto",
-          fallback_criterion: str | None = None, device: str = "auto", progress: bool | None = None) -> PruneResult:
+          fallback_criterion: str | None = None, device: str = "auto", progress: bool | None = None,
+          image_options=None) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -113,11 +114,12 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
                                "calibration data (--calib)")
     if calibration is not None:  # read and checked before any work
         calib_data = load_data(calibration, proto, labels_key=labels, batch_size=batch_size,
-                               max_samples=max_samples, input_shapes=input_shapes)
+                               max_samples=max_samples, input_shapes=input_shapes, image_options=image_options)
     if validation is not None or calib_data is not None:  # the original is kept to compare with
         reference = load_model(proto, check=False)
-        dataset = calib_data if validation is None else load_data(validation, reference, labels_key=labels,
-                                                                  input_shapes=input_shapes)
+        dataset = calib_data if validation is None else load_data(
+            validation, reference, labels_key=labels, batch_size=batch_size, input_shapes=input_shapes,
+            image_options=image_options)
     analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True)
     del proto
     groups = analysis.prunable
@@ -162,7 +164,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         result.report["calibration"] = analysis.calibration.to_dict()
     if reference is not None:
         check = run_validation(reference, result.model, None, metric=metric, max_drop=max_drop,
-                               input_shapes=input_shapes, dataset=dataset)
+                               input_shapes=input_shapes, dataset=dataset, device=device, progress=progress)
         result.report["validation"] = check
         if not check["passed"] and not force:
             raise ValidationFailed(f"pruned model fails validation: {check['failures'][0]} "

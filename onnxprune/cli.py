@@ -19,7 +19,8 @@ from . import __version__
 from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE, BadArgumentError, OnnxPruneError
 from .fmt import human_count as _human
 
-CRITERIA = ["l1", "l2", "bn", "fpgm", "connectivity"]
+CRITERIA = ["l1", "l2", "bn", "fpgm", "connectivity",  # weights only
+            "activation", "apoz", "entropy", "variance", "wanda", "taylor", "fisher"]  # need --calib
 METRIC_CHOICES = ["agreement", "accuracy", "recall", "f1", "cosine", "mse"]
 DEFAULT_ROUND_TO = 16  # measured: docs/benchmarks.md, kept-channel rounding
 
@@ -50,6 +51,37 @@ def _input_shapes(specs):
     from .shapes import parse_input_shapes
 
     return parse_input_shapes(specs)
+
+
+def image_options(fn):
+    """--image-size/--mean/--std/--layout/--channel-order for images:DIR data."""
+    opts = [
+        click.option("--image-size", type=int, help="images:DIR: square crop side (default: the model's, else 224)."),
+        click.option("--mean", type=str, help="images:DIR: per-channel mean after scaling to [0,1] "
+                     "(default 0.485,0.456,0.406)."),
+        click.option("--std", type=str, help="images:DIR: per-channel std (default 0.229,0.224,0.225)."),
+        click.option("--layout", type=click.Choice(["nchw", "nhwc"]), help="images:DIR: default from the model input."),
+        click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True,
+                     help="images:DIR: channel order."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _image_options(image_size, mean, std, layout, channel_order):
+    from .images import IMAGENET_MEAN, IMAGENET_STD, ImageOptions
+
+    def triple(text, name, default):
+        if text is None:
+            return default
+        try:
+            return tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise BadArgumentError(f"--{name} takes three comma-separated numbers, got '{text}'") from None
+
+    return ImageOptions(image_size, triple(mean, "mean", IMAGENET_MEAN), triple(std, "std", IMAGENET_STD), layout,
+                        channel_order)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,21 +203,40 @@ def _summary(result, output) -> list[str]:
               help="What --max-drop is measured on.")
 @click.option("--max-drop", type=float, help="Refuse to write a model whose metric drops by more than this.")
 @click.option("--force", is_flag=True, help="Write the model even when it misses --max-drop.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@click.option("--calib", "calib_data", metavar="DATA",
+              help="Calibration data for the data-aware criteria (.npz, a folder of .npz/.npy, images:DIR, "
+                   "random:N); the result is also validated on it when --val is not given.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Samples per ONNX Runtime run.")
+@click.option("--max-samples", type=int, help="Use at most this many calibration samples.")
+@click.option("--loss", type=click.Choice(["auto", "ce", "projection"]), default="auto", show_default=True,
+              help="Loss of the gradient criteria (taylor, fisher): cross-entropy for classifiers (against "
+                   "--labels or the model's own prediction), a random output projection otherwise.")
+@click.option("--fallback-criterion", type=click.Choice(CRITERIA),
+              help="Score the groups the criterion cannot (no gradient through an op) with this one; "
+                   "without it they stay whole.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="ONNX Runtime execution provider for calibration and validation.")
+@image_options
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
 def prune(model, output, ratio, criterion, global_ranking, target_macs, round_to, min_keep, max_ratio, reduction,
           normalize, input_shape, prune_norm_spaces, report_path, plan_out, html_path, as_json, no_verify, val_data,
-          labels, metric, max_drop, force, quiet):
+          labels, metric, max_drop, force, calib_data, batch_size, max_samples, loss, fallback_criterion, device,
+          image_size, mean, std, layout, channel_order, quiet):
     """Prune MODEL and write the smaller model to OUTPUT."""
     from .api import prune as api_prune
 
     _check_outputs(model, output, report_path, plan_out, html_path)
-    if max_drop is not None and val_data is None:
-        raise BadArgumentError("--max-drop needs validation data (--val DATA)")
+    if max_drop is not None and val_data is None and calib_data is None:
+        raise BadArgumentError("--max-drop needs validation data (--val DATA or --calib DATA)")
     result = api_prune(model, ratio=ratio, criterion=criterion, global_ranking=global_ranking,
                        target_macs=target_macs, round_to=round_to, min_keep=min_keep, max_ratio=max_ratio,
                        reduction=reduction, normalize=normalize, input_shapes=_input_shapes(input_shape),
                        prune_norm_spaces=prune_norm_spaces, verify=not no_verify, validation=val_data,
-                       labels=labels, metric=metric, max_drop=max_drop, force=force)
+                       labels=labels, metric=metric, max_drop=max_drop, force=force, calibration=calib_data,
+                       batch_size=batch_size, max_samples=max_samples, loss=loss,
+                       fallback_criterion=fallback_criterion, device=device,
+                       image_options=_image_options(image_size, mean, std, layout, channel_order),
+                       progress=False if (quiet or as_json) else None)
     _write_outputs(result, output, report_path, plan_out, html_path)
     if as_json:
         click.echo(json.dumps(result.report, indent=1))
@@ -259,9 +310,13 @@ def _validation_lines(v: dict) -> list[str]:
 @click.option("--atol", type=float, help="Fail when any output differs by more than atol + rtol*|original|.")
 @click.option("--rtol", type=float)
 @click.option("--latency-runs", type=int, default=20, show_default=True, help="Timed runs per model (0: skip).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True,
+              help="ONNX Runtime execution provider (the same for both models).")
 @input_shape_option
+@image_options
 @click.option("--json", "as_json", is_flag=True, help="Print the machine-readable result.")
-def validate_cmd(original, pruned, data, labels, metric, max_drop, atol, rtol, latency_runs, input_shape, as_json):
+def validate_cmd(original, pruned, data, labels, metric, max_drop, atol, rtol, latency_runs, device, input_shape,
+                 image_size, mean, std, layout, channel_order, as_json):
     """Compare PRUNED with ORIGINAL: outputs, agreement/accuracy, size, latency.
 
     Exits 0 when it passes --max-drop and the tolerances, 12 when it does not."""
@@ -269,7 +324,9 @@ def validate_cmd(original, pruned, data, labels, metric, max_drop, atol, rtol, l
     from .validate import validate
 
     result = validate(original, pruned, data, labels=labels, metric=metric, max_drop=max_drop, atol=atol,
-                      rtol=rtol, latency_runs=latency_runs, input_shapes=_input_shapes(input_shape))
+                      rtol=rtol, latency_runs=latency_runs, input_shapes=_input_shapes(input_shape), device=device,
+                      image_options=_image_options(image_size, mean, std, layout, channel_order),
+                      progress=False if as_json else None)
     if as_json:
         click.echo(json.dumps(result, indent=1))
     else:

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from .errors import DataError
+from .images import IMAGE_PREFIX
 
 RANDOM_PREFIX = "random:"
 
@@ -19,12 +20,15 @@ RANDOM_PREFIX = "random:"
 class Dataset:
     """Batches of feeds plus optional labels (aligned with the samples, in order)."""
 
-    batches: list = field(default_factory=list)
+    batches: list = field(default_factory=list)  # or any sequence of feed dicts (images decode on access)
     labels: np.ndarray | None = None
     synthetic: bool = False
+    count: int | None = None  # samples, when counting them would decode the batches
 
     @property
     def samples(self) -> int:
+        if self.count is not None:
+            return self.count
         return sum(next(iter(b.values())).shape[0] for b in self.batches) if self.batches else 0
 
 
@@ -47,12 +51,15 @@ def model_inputs(model: onnx.ModelProto) -> dict:
 
 
 def load_data(source, model: onnx.ModelProto, *, labels_key: str | None = None, batch_size: int = 16,
-              max_samples: int | None = None, input_shapes: dict | None = None) -> Dataset:
+              max_samples: int | None = None, input_shapes: dict | None = None, image_options=None) -> Dataset:
     """Read ``source`` — a ``.npz`` path, a folder of ``.npz``/``.npy`` files, ``random:N``,
-    a dict of arrays (first axis = samples) or an iterable of such dicts — into batches."""
+    ``images:DIR`` (see :mod:`onnxprune.images`), a dict of arrays (first axis = samples)
+    or an iterable of such dicts — into batches."""
     inputs = model_inputs(model)
     if isinstance(source, str) and source.startswith(RANDOM_PREFIX):
         return _random(source, model, inputs, batch_size, input_shapes)
+    if isinstance(source, str) and source.startswith(IMAGE_PREFIX):
+        return _images(source[len(IMAGE_PREFIX):], inputs, batch_size, max_samples, image_options, labels_key)
     if isinstance(source, (str, Path)):
         arrays = _read_path(Path(source), inputs)
     elif isinstance(source, dict):
@@ -79,6 +86,26 @@ def load_data(source, model: onnx.ModelProto, *, labels_key: str | None = None, 
     batch_size = _fixed_batch(inputs, batch_size, n)
     batches = [{k: v[i : i + batch_size] for k, v in feeds.items()} for i in range(0, n, batch_size)]
     return Dataset(batches, labels)
+
+
+def _images(folder: str, inputs: dict, batch_size: int, max_samples, options, labels_key) -> Dataset:
+    from .images import ImageBatches, ImageOptions, image_files, resolve
+
+    if len(inputs) != 1:
+        raise DataError(f"images: only single-input models take image folders (inputs: {', '.join(inputs)})")
+    (name, (dtype, dims)), = inputs.items()
+    if dtype is None or dtype.kind != "f":
+        raise DataError(f"images: input '{name}' is {dtype}, images need a float input")
+    options = resolve(options or ImageOptions(), dims)
+    files, labels = image_files(Path(folder))
+    if labels_key is not None and labels is None:
+        raise DataError(f"images:{folder}: labels come from sub-folder names, and its images are not in sub-folders")
+    if max_samples is not None:
+        files = files[:max_samples]
+        labels = None if labels is None else labels[:max_samples]
+    batch_size = _fixed_batch(inputs, batch_size, len(files))
+    return Dataset(ImageBatches(files, name, dtype, options, batch_size),
+                   labels if labels_key is not None else None, count=len(files))
 
 
 def _fixed_batch(inputs: dict, batch_size: int, n: int) -> int:

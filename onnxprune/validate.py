@@ -25,7 +25,7 @@ def validate(original: ModelSource, pruned: ModelSource, data=None, *, labels: s
              metric: str = "agreement", max_drop: float | None = None, atol: float | None = None,
              rtol: float | None = None, latency_runs: int = 20, input_shapes: dict | None = None,
              batch_size: int = 16, device: str = "cpu", dataset: Dataset | None = None,
-             progress: bool | None = None) -> dict:
+             progress: bool | None = None, image_options=None) -> dict:
     """The comparison as a dict; ``passed`` is False when ``max_drop`` or the tolerances
     are exceeded (``failures`` says which)."""
     if metric not in METRICS:
@@ -37,7 +37,7 @@ def validate(original: ModelSource, pruned: ModelSource, data=None, *, labels: s
     a, b = load_model(original, copy_proto=False), load_model(pruned, copy_proto=False)  # only read here
     if dataset is None:
         dataset = load_data(data if data is not None else "random:8", a, labels_key=labels,
-                            batch_size=batch_size, input_shapes=input_shapes)
+                            batch_size=batch_size, input_shapes=input_shapes, image_options=image_options)
     sa, sb = session(a, device), session(b, device)
     names = [o.name for o in a.graph.output]
     outs_a = {n: [] for n in names}
