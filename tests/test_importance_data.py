@@ -81,3 +81,10 @@ def test_prune_with_calibration_removes_the_dead_channel(crit):
     assert 4 not in entry["keep"][0]
     assert r.report["calibration"]["samples"] == 8
     assert r.report["validation"]["samples"] == 8  # validated on the calibration data
+
+
+def test_cli_offers_every_registered_criterion():
+    from onnxprune.cli import CRITERIA
+    from onnxprune.importance import CRITERIA as REGISTERED
+
+    assert sorted(CRITERIA) == sorted(REGISTERED)

@@ -31,3 +31,11 @@ def test_report_with_validation_validates(schema):
     broken = dict(report, version=2)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_report_with_calibration_validates(schema):
+    x = np.random.default_rng(0).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    report = onnxprune.prune(str(MODELS / "resnet_basic.onnx"), ratio=0.3, criterion="wanda",
+                             calibration={"input": x}).report
+    assert report["calibration"]["samples"] == 6 and report["calibration"]["statistics"] == ["sumsq"]
+    jsonschema.validate(json.loads(json.dumps(report, allow_nan=False)), schema)
