@@ -374,3 +374,6 @@ def main(argv=None) -> None:
         click.echo(f"onnxprune: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)",
                    err=True)
         sys.exit(EXIT_INTERNAL)
+
+
+from . import cli_sensitivity  # noqa: E402,F401  (registers the sensitivity command)
