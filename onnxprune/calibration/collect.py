@@ -56,6 +56,7 @@ def collect(analysis, groups, dataset, statistics, *, loss: str = "auto", device
     calib.device = _device_name(device)
     labels = dataset.labels is not None and gradients
     cache: dict = {}
+    sess_inputs: dict = {}
     bar = Progress(len(dataset.batches), "calibrating batch", progress)
     start = 0
     for feeds in dataset.batches:
@@ -63,9 +64,10 @@ def collect(analysis, groups, dataset, statistics, *, loss: str = "auto", device
         key = tuple((k, v.shape) for k, v in sorted(feeds.items()))
         if key not in cache:
             cache[key] = _build_session(analysis, points, feeds, statistics, loss, labels, device, calib)
+            sess_inputs[key] = {i.name for i in cache[key][0].get_inputs()}
         sess, fetch = cache[key]
         run_feeds = dict(feeds)
-        if labels:
+        if labels and LABELS_INPUT in sess_inputs[key]:
             run_feeds[LABELS_INPUT] = np.asarray(dataset.labels[start:start + n], dtype=np.int64)
         values = sess.run([f[2] for f in fetch], run_feeds)
         for (pkey, stat, _), value in zip(fetch, values):
@@ -185,7 +187,7 @@ def _add_gradients(model, points, feeds, loss, labels, build, calib) -> dict:
         for key in points:
             calib.unavailable[key] = "the model has no float output to take a loss on"
         return {}
-    if labels:
+    if any(i.name == LABELS_INPUT for i in graph.input):
         input_shapes[LABELS_INPUT] = [next(iter(feeds.values())).shape[0]]
     shapes = infer_shapes(with_input_shapes(model, input_shapes))
     concrete = {k: v for k, v in shapes.items() if v is not None and all(isinstance(d, int) for d in v)}

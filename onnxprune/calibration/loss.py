@@ -40,7 +40,8 @@ def add_loss_heads(model: onnx.ModelProto, shapes: dict, build, loss: str = "aut
                    seed: int = 0) -> tuple[dict, list[str]]:
     """Append the seed nodes for every float output; returns ({tensor: seed tensor},
     [descriptions]). ``build`` is a :class:`~onnxprune.calibration.stats.ReductionBuilder`
-    on ``model.graph`` (names and constants)."""
+    on ``model.graph`` (names and constants). With ``labels`` a cross-entropy head reads
+    them from the graph input :data:`LABELS_INPUT` (added only when one does)."""
     if loss not in LOSSES:
         raise BadArgumentError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
     producers = {o: n for n in model.graph.node for o in n.output}
