@@ -88,3 +88,82 @@ def test_cli_offers_every_registered_criterion():
     from onnxprune.importance import CRITERIA as REGISTERED
 
     assert sorted(CRITERIA) == sorted(REGISTERED)
+
+
+def _scaled_consumers_loss(a, group, root, channel, factor, x, labels):
+    """Cross-entropy (against ``labels``) of the analysis model with channel ``channel`` of
+    class ``root`` scaled by ``factor`` at every contracting consumer."""
+    import copy
+
+    from onnx import numpy_helper
+
+    from onnxprune.analysis.context import IN
+    from onnxprune.analysis.spaces import seg_channel_positions
+    from onnxprune.runtime import session
+
+    m = copy.deepcopy(a.model)
+    inits = {t.name: t for t in m.graph.initializer}
+    for mem in group.members:
+        if mem.role != IN:
+            continue
+        w = a.ctx.store.get(mem.tensor).astype(np.float64).copy()
+        offset = 0
+        for seg in mem.amap:
+            if seg.space is not None and a.table.find(seg.space) == root:
+                idx = seg_channel_positions(seg, offset)[channel]
+                sl = [slice(None)] * w.ndim
+                sl[mem.axis] = idx
+                w[tuple(sl)] *= factor
+            offset += seg.length
+        inits[mem.tensor].CopyFrom(numpy_helper.from_array(w.astype(np.float32), mem.tensor))
+    z = session(m, device="cpu").run(None, {"input": x})[0].astype(np.float64)
+    z -= z.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return -logp[np.arange(len(x)), labels].sum()
+
+
+@pytest.mark.parametrize("name", ["efficientnet", "convnext"])
+def test_first_order_terms_match_finite_differences(name):
+    """Σ a·∂L/∂a of a channel is the derivative of the loss along scaling that channel at
+    every contracting consumer: check it against central differences (on fixtures with
+    smooth activations: SiLU/sigmoid, GELU/LayerNorm; ReLU and max-pool kinks make
+    float32 differences of random-weight models too rough to compare)."""
+    from onnxprune.importance.activations import first_order_terms
+    from onnxprune.model import load_model
+    from onnxprune.runtime import session
+
+    from .conftest import MODELS
+
+    model = load_model(MODELS / f"{name}.onnx")
+    a = analyze(model)
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    labels = session(model, device="cpu").run(None, {"input": x})[0].argmax(1)
+    a.calibration = collect(a, a.prunable, load_data({"input": x}, model, batch_size=3), ("ag",), device="cpu")
+    rng = np.random.default_rng(1)
+    checked = 0
+    for g in rng.permutation(a.prunable)[:4]:
+        terms = first_order_terms(a, g)
+        assert not isinstance(terms, str), terms
+        total = terms[0].sum(0)
+        scale = np.abs(total).max()
+        for c in rng.choice(g.size, 2, replace=False):
+            h = 1e-2
+            fd = (_scaled_consumers_loss(a, g, g.roots[0], c, 1 + h, x, labels)
+                  - _scaled_consumers_loss(a, g, g.roots[0], c, 1 - h, x, labels)) / (2 * h)
+            assert abs(fd - total[c]) <= 3e-2 * scale + 1e-4, (g.name, c, fd, total[c])
+            checked += 1
+    assert checked == 2 * min(4, len(a.prunable))
+
+
+def test_gradient_criteria_pick_a_dead_channel_and_use_labels():
+    model, _, _ = dead_channel_model()
+    x = np.random.default_rng(1).standard_normal((8, 3, 4, 4)).astype(np.float32)
+    for crit in ("taylor", "fisher"):
+        a, _ = calibrated(model, [crit])
+        (g,) = a.prunable
+        s = score_groups(a, crit, normalize="none")[g.id][0]
+        assert s[4] == 0.0 and s.min() == 0.0
+    y = np.zeros(8, np.int64)
+    r = onnxprune.prune(model, ratio=1 / 6, criterion="taylor", calibration={"x": x, "y": y}, labels="y",
+                        round_to=1, loss="projection")
+    assert r.report["calibration"]["loss"] == ["random projection of 'y'"]

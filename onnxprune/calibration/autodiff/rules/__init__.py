@@ -1,0 +1,69 @@
+"""Backward (vector-Jacobian product) rules, one module per op family, registered by op type.
+
+A rule is ``fn(node, b, gy, needs) -> {input index: gradient name or None}``:
+
+- ``node``: the forward NodeProto;
+- ``b``: the :class:`~..graph.Builder` that emits backward nodes and knows shapes, dtypes,
+  constant values and the opset;
+- ``gy``: per output, the name of dL/d(output), or None where that output reaches no seed
+  (its gradient is zero);
+- ``needs``: per input, whether dL/d(input) is wanted. Today only activations are asked
+  for; a rule that cannot give the gradient of an input it is asked about (a weight, a
+  bias) raises :class:`NoRule`, so weight gradients can be added rule by rule.
+
+The result has an entry for every needed input (None: the gradient is zero). A rule that
+cannot apply (unknown shape, unsupported attribute) raises :class:`NoRule`; every
+gradient that would pass through the node is then unavailable, with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+RULES: dict[str, Callable] = {}
+
+# Float-valued outputs whose derivative is zero almost everywhere: no gradient flows
+# through them, and they block nothing.
+NON_DIFFERENTIABLE = frozenset({
+    "Floor", "Ceil", "Round", "Sign", "EyeLike", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+    "Multinomial", "Shape", "Size", "ConstantOfShape",
+})
+
+
+class NoRule(Exception):
+    """The rule cannot produce this node's input gradient; the message says why."""
+
+
+class NeedsOpset(NoRule):
+    """The formulation needs a newer default-domain opset than the model has."""
+
+    def __init__(self, version: int, reason: str):
+        super().__init__(f"{reason} (needs opset {version})")
+        self.version = version
+
+
+def register(*op_types: str):
+    def deco(fn):
+        for op in op_types:
+            if op in RULES:
+                raise ValueError(f"duplicate backward rule for {op}")
+            RULES[op] = fn
+        return fn
+
+    return deco
+
+
+def rule_for(op_type: str, domain: str):
+    if domain not in ("", "ai.onnx"):
+        return None
+    return RULES.get(op_type)
+
+
+def only(needs, *supported: int, what: str = "this input") -> None:
+    """Raise NoRule when an input outside ``supported`` needs a gradient."""
+    for i, need in enumerate(needs):
+        if need and i not in supported:
+            raise NoRule(f"no gradient w.r.t. input {i} ({what})")
+
+
+from . import activation, conv, elementwise, linear, norm, pooling, reduce, shape, slicing  # noqa: E402,F401
