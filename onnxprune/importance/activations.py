@@ -7,7 +7,8 @@ group's read points (the inputs of the consumers that contract its channels; see
 - ``entropy``: entropy of the channel's per-sample pooled activation distribution
 - ``variance`` (FLAP): Var(a) · Σ W² of the consumer weights reading the channel
 - ``wanda``: ‖a‖₂ · Σ |W| of the consumer weights reading the channel
-- ``taylor``: |Σ a · ∂L/∂a| over samples and positions, divided by the sample count
+- ``taylor`` (Molchanov et al. 2017): per sample |Σ a · ∂L/∂a| over the channel's
+  positions, averaged over samples
 - ``fisher``: the mean over samples of (Σ a · ∂L/∂a)²
 
 Per read point the positions of a channel (one, or several after a Flatten) are combined;
@@ -157,7 +158,7 @@ def taylor(analysis, group, reduction):
     terms = first_order_terms(analysis, group)
     if isinstance(terms, str):
         return terms
-    return [np.abs(t.sum(0)) / max(len(t), 1) for t in terms]
+    return [np.abs(t).mean(0) for t in terms]
 
 
 @register("fisher", needs=("ag",))
