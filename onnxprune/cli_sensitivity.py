@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import click
 
 from .cli import (CRITERIA, DEFAULT_ROUND_TO, METRIC_CHOICES, _check_outputs, _image_options, _input_shapes, cli,
                   image_options, input_shape_option, norm_option)
-from .errors import BadArgumentError, OutputError
+from .errors import BadArgumentError
+from .model import write_bytes_atomic
 from .fmt import human_count
 
 PLOT_HINT = "--plot needs matplotlib (pip install 'onnxprune[plot]')"
@@ -178,22 +178,9 @@ def _write_plot(plt, result: dict, path: str, model: str) -> None:
     ax.legend(fontsize=6, loc="best", title=None if len(curves) <= LEGEND_MAX else "most sensitive groups",
               title_fontsize=6)
     fig.tight_layout()
-    folder = Path(path).parent if str(Path(path).parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: output folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".onnxprune-", suffix=".png")
+    buf = io.BytesIO()
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        fig.savefig(buf, format="png")
     finally:
         plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())

@@ -218,21 +218,29 @@ def write_external(model: onnx.ModelProto, path: Path, data_name: str) -> None:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder: the file is
+    complete or absent, never partial."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"{path}: output folder {folder} does not exist")
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".onnxprune-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
         os.replace(tmp, path)
     except OSError as exc:
         try:
-            os.unlink(tmp)
-        except Exception:
+            if tmp is not None:
+                os.unlink(tmp)
+        except OSError:
             pass
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None

@@ -8,26 +8,11 @@ channel space it touches.
 
 from __future__ import annotations
 
-from typing import Callable
+from ...registry import OpRegistry
 
-RULES: dict[str, Callable] = {}
-
-
-def register(*op_types: str):
-    def deco(fn):
-        for op in op_types:
-            if op in RULES:
-                raise ValueError(f"duplicate rule for {op}")
-            RULES[op] = fn
-        return fn
-
-    return deco
-
-
-def rule_for(op_type: str, domain: str):
-    if domain not in ("", "ai.onnx"):
-        return None
-    return RULES.get(op_type)
+RULES = OpRegistry("rule")
+register = RULES.register
+rule_for = RULES.rule_for
 
 
 from . import concat, conv, elementwise, linear, norm, pooling, shape  # noqa: E402,F401  (registration)

@@ -18,9 +18,9 @@ gradient that would pass through the node is then unavailable, with the reason.
 
 from __future__ import annotations
 
-from typing import Callable
+from ....registry import OpRegistry
 
-RULES: dict[str, Callable] = {}
+RULES = OpRegistry("backward rule")
 
 # Float-valued outputs whose derivative is zero almost everywhere: no gradient flows
 # through them, and they block nothing.
@@ -42,21 +42,8 @@ class NeedsOpset(NoRule):
         self.version = version
 
 
-def register(*op_types: str):
-    def deco(fn):
-        for op in op_types:
-            if op in RULES:
-                raise ValueError(f"duplicate backward rule for {op}")
-            RULES[op] = fn
-        return fn
-
-    return deco
-
-
-def rule_for(op_type: str, domain: str):
-    if domain not in ("", "ai.onnx"):
-        return None
-    return RULES.get(op_type)
+register = RULES.register
+rule_for = RULES.rule_for
 
 
 def only(needs, *supported: int, what: str = "this input") -> None:
