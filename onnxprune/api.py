@@ -69,7 +69,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           metric: str = "agreement", max_drop: float | None = None, force: bool = False,
           calibration=None, batch_size: int = 16, max_samples: int | None = None, loss: str = "auto",
           fallback_criterion: str | None = None, device: str = "auto", progress: bool | None = None,
-          image_options=None) -> PruneResult:
+          image_options=None, recover: bool | None = None, recover_options=None,
+          allocation: str | None = None, sensitivity_ratios=None, jobs: int = 1) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -87,6 +88,18 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     per-channel statistics. Groups a criterion cannot score (no gradient through an op)
     stay whole, or are scored by ``fallback_criterion`` when given. Without separate
     ``validation`` data the result is validated on the calibration data.
+
+    ``allocation`` names the strategy: ``uniform``, ``global`` (same as ``global_ranking``)
+    or ``sensitivity``: every group is pruned alone at ``sensitivity_ratios`` and measured
+    on the calibration data (:func:`onnxprune.sensitivity.sensitivity`, ``jobs`` worker
+    processes), then the MACs target is met greedily where the metric drops least per MAC
+    saved (:func:`~onnxprune.sensitivity_alloc.allocate_from_sensitivity`).
+
+    ``recover`` (default: on whenever ``calibration`` is given) repairs the remaining
+    weights from the calibration data (:func:`onnxprune.recover.run.recover`: least-squares
+    reconstruction of every consumer of a cut space, bias compensation, BatchNorm
+    statistics correction; ``recover_options`` is a
+    :class:`~onnxprune.recover.run.RecoverOptions`); ``report["recovery"]`` says what ran.
     """
     _check_ratio("ratio", ratio)
     _check_ratio("target_macs", target_macs, upper_open=False)
@@ -98,6 +111,13 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     if round_to < 1 or min_keep < 1:
         raise BadArgumentError("round_to and min_keep must be at least 1")
     check_criterion(criterion)
+    if allocation not in (None, "uniform", "global", "sensitivity"):
+        raise BadArgumentError(f"unknown allocation '{allocation}' (choose from uniform, global, sensitivity)")
+    if allocation in ("uniform", "global"):
+        global_ranking = allocation == "global"
+    if allocation == "sensitivity" and (target_macs is None or calibration is None):
+        raise BadArgumentError("--allocation sensitivity needs a MACs target (--target-macs) and calibration data "
+                               "(--calib) to measure the groups on")
     if fallback_criterion is not None:
         check_criterion(fallback_criterion)
     if batch_size < 1:
@@ -109,13 +129,19 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     before = _before(proto, input_shapes)
     reference = calib_data = dataset = None
     needs = tuple(dict.fromkeys(NEEDS[criterion] + (NEEDS[fallback_criterion] if fallback_criterion else ())))
+    if recover_options is not None:
+        recover_options.check()
+    if recover is None:
+        recover = calibration is not None
+    if recover and calibration is None:
+        raise BadArgumentError("repairing the pruned weights needs calibration data (--calib), or --no-recover")
     if needs and calibration is None:
         raise BadArgumentError(f"criterion '{criterion if NEEDS[criterion] else fallback_criterion}' needs "
                                "calibration data (--calib)")
     if calibration is not None:  # read and checked before any work
         calib_data = load_data(calibration, proto, labels_key=labels, batch_size=batch_size,
                                max_samples=max_samples, input_shapes=input_shapes, image_options=image_options)
-    if validation is not None or calib_data is not None:  # the original is kept to compare with
+    if validation is not None or calib_data is not None:  # the original is kept to compare with (and repair toward)
         reference = load_model(proto, check=False)
         dataset = calib_data if validation is None else load_data(
             validation, reference, labels_key=labels, batch_size=batch_size, input_shapes=input_shapes,
@@ -151,15 +177,37 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         return counter(analysis, {r: counts[g.id] for g in groups if g.id in counts for r in g.roots})
 
     opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio)
-    counts, how = allocate(groups, scores, opts, cost, count_of_factory)
-    settings = {"criterion": criterion, "fallback_criterion": fallback_criterion, "reduction": reduction, "normalize": normalize, "round_to": round_to,
+    if allocation == "sensitivity":
+        counts, how = _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels,
+                                          batch_size, max_samples, input_shapes, jobs, device, progress, reduction,
+                                          normalize, loss, fallback_criterion, prune_norm_spaces, image_options,
+                                          round_to, min_keep, max_ratio, sensitivity_ratios)
+        counts = {g.id: counts.get(g.id, g.size) for g in groups}
+    else:
+        counts, how = allocate(groups, scores, opts, cost, count_of_factory)
+    settings = {"criterion": criterion, "fallback_criterion": fallback_criterion, "recover": recover, "reduction": reduction, "normalize": normalize, "round_to": round_to,
                 "min_keep": min_keep, "max_ratio": max_ratio, "prune_norm_spaces": prune_norm_spaces, **how}
     plan = Plan(before["fingerprint"], {}, settings)
     for g in groups:
         k = counts[g.id]
         if k < g.size:
             plan.groups[g.id] = {"size": g.size, "keep": select_channels(g, scores[g.id], k)}
-    result = _finish(before, analysis, plan, input_shapes, verify, t0)
+    repair = None
+    if recover:
+        from .recover.run import recover as run_recover
+        from .recover.targets import repair_targets
+
+        targets = repair_targets(analysis, plan)  # before surgery consumes the analysis
+        recovery = {}
+
+        def repair(pruned):
+            model, recovery["report"] = run_recover(reference, pruned, targets, calib_data, recover_options,
+                                                    device=device, progress=progress)
+            return model
+
+    result = _finish(before, analysis, plan, input_shapes, verify, t0, repair)
+    if recover:
+        result.report["recovery"] = recovery["report"]
     if analysis.calibration is not None:
         result.report["calibration"] = analysis.calibration.to_dict()
     if reference is not None:
@@ -170,6 +218,26 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
             raise ValidationFailed(f"pruned model fails validation: {check['failures'][0]} "
                                    "(nothing written; --force writes it anyway)")
     return result
+
+
+def _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels, batch_size,
+                        max_samples, input_shapes, jobs, device, progress, reduction, normalize, loss,
+                        fallback_criterion, prune_norm_spaces, image_options, round_to, min_keep, max_ratio,
+                        ratios) -> tuple[dict, dict]:
+    from .sensitivity import DEFAULT_RATIOS, sensitivity
+    from .sensitivity_alloc import allocate_from_sensitivity
+
+    sens = sensitivity(reference, calibration, criterion=criterion, ratios=ratios or DEFAULT_RATIOS, metric=metric,
+                       labels=labels, batch_size=batch_size, max_samples=max_samples, input_shapes=input_shapes,
+                       jobs=jobs, device="cpu" if device == "auto" else device, progress=progress,
+                       reduction=reduction, normalize=normalize, loss=loss, fallback_criterion=fallback_criterion,
+                       prune_norm_spaces=prune_norm_spaces, image_options=image_options)
+    details: dict = {}
+    counts = allocate_from_sensitivity(sens, target_macs, analysis=analysis, input_shapes=input_shapes,
+                                       round_to=round_to, min_keep=min_keep, max_ratio=max_ratio, details=details)
+    return counts, {"strategy": "sensitivity+target-macs", "target_macs": target_macs,
+                    "sensitivity_ratios": [p["ratio"] for p in sens["groups"][0]["points"]] if sens["groups"] else [],
+                    "predicted_drop": details.get("predicted_drop")}
 
 
 def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | None = None,
@@ -187,9 +255,12 @@ def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | N
     return _finish(before, analysis, plan, input_shapes, verify, t0)
 
 
-def _finish(before, analysis, plan, input_shapes, verify, t0) -> PruneResult:
-    """Surgery, metadata, verification and the report."""
+def _finish(before, analysis, plan, input_shapes, verify, t0, repair=None) -> PruneResult:
+    """Surgery, the repair of the remaining weights (when given), metadata, verification
+    and the report."""
     pruned = apply_plan(analysis, plan, consume=True)
+    if repair is not None:
+        pruned = repair(pruned)
     meta = pruned.metadata_props.add()
     meta.key = "onnxprune"
     meta.value = f"version={__version__}; groups_pruned={len(plan.groups)}; {plan.settings.get('strategy', 'plan')}"

@@ -84,6 +84,20 @@ def _image_options(image_size, mean, std, layout, channel_order):
                         channel_order)
 
 
+def _ratios(text):
+    if text is None:
+        return None
+    from .sensitivity import check_ratios
+
+    return check_ratios(text.split(","))
+
+
+def _recover_options(steps: str, ridge):
+    from .recover.run import RecoverOptions
+
+    return RecoverOptions(steps=tuple(s.strip() for s in steps.split(",") if s.strip()), ridge=ridge)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onnxprune")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
@@ -178,6 +192,13 @@ def _summary(result, output) -> list[str]:
               help="Rank normalized scores across groups, or remove the same ratio everywhere. "
                    "Default: uniform for --ratio, global for --target-macs.")
 @click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs (searches the ratio).")
+@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]),
+              help="How much to cut where: the same ratio everywhere, a global ranking of normalized scores, or "
+                   "from each group's measured sensitivity (needs --target-macs and --calib).")
+@click.option("--sensitivity-ratios", metavar="R1,R2,...", help="Ratios each group is measured at for "
+              "--allocation sensitivity (default 0.1,0.2,0.3,0.5,0.7).")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Worker processes for the sensitivity sweep (0: one per core).")
 @click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
               help="Kept channel counts are multiples of this (fast kernels; halved for groups narrower than "
                    "twice it); 1 disables.")
@@ -216,12 +237,19 @@ def _summary(result, output) -> list[str]:
                    "without it they stay whole.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="ONNX Runtime execution provider for calibration and validation.")
+@click.option("--recover/--no-recover", default=None,
+              help="Repair the remaining weights from the calibration data (least-squares reconstruction, bias "
+                   "compensation, BatchNorm statistics). Default: on with --calib.")
+@click.option("--repair-steps", default="reconstruct,bias,bn", show_default=True,
+              help="Which repairs run (comma-separated subset).")
+@click.option("--ridge", type=float, help="Ridge strength of the reconstruction, relative to the Gram diagonal "
+              "(default: chosen per layer by cross-validation on the calibration data).")
 @image_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
-def prune(model, output, ratio, criterion, global_ranking, target_macs, round_to, min_keep, max_ratio, reduction,
+def prune(model, output, ratio, criterion, global_ranking, target_macs, allocation, sensitivity_ratios, jobs, round_to, min_keep, max_ratio, reduction,
           normalize, input_shape, prune_norm_spaces, report_path, plan_out, html_path, as_json, no_verify, val_data,
           labels, metric, max_drop, force, calib_data, batch_size, max_samples, loss, fallback_criterion, device,
-          image_size, mean, std, layout, channel_order, quiet):
+          recover, repair_steps, ridge, image_size, mean, std, layout, channel_order, quiet):
     """Prune MODEL and write the smaller model to OUTPUT."""
     from .api import prune as api_prune
 
@@ -236,15 +264,30 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, round_to
                        batch_size=batch_size, max_samples=max_samples, loss=loss,
                        fallback_criterion=fallback_criterion, device=device,
                        image_options=_image_options(image_size, mean, std, layout, channel_order),
-                       progress=False if (quiet or as_json) else None)
+                       progress=False if (quiet or as_json) else None, recover=recover,
+                       recover_options=_recover_options(repair_steps, ridge), allocation=allocation,
+                       sensitivity_ratios=_ratios(sensitivity_ratios), jobs=jobs)
     _write_outputs(result, output, report_path, plan_out, html_path)
     if as_json:
         click.echo(json.dumps(result.report, indent=1))
     elif not quiet:
         lines = _summary(result, output)
+        if "recovery" in result.report:
+            lines.insert(-1, _recovery_line(result.report["recovery"]))
         if "validation" in result.report:
             lines[-1:-1] = _validation_lines(result.report["validation"])
         click.echo("\n".join(lines))
+
+
+def _recovery_line(rec: dict) -> str:
+    layers = list(rec.get("layers", {}).values())
+    if not layers:
+        return "repair  nothing to repair"
+    before = sum(l["error_before"] for l in layers) / len(layers)
+    after = sum(l["error_after"] for l in layers) / len(layers)
+    kept = sum(1 for l in layers if l.get("fallback"))
+    return (f"repair  {len(layers)} layers ({', '.join(rec['steps'])}; {kept} fell back), calibration error "
+            f"{before:.3f} -> {after:.3f} (mean relative), {rec['seconds']:.1f} s")
 
 
 @cli.command("apply")

@@ -328,6 +328,9 @@ def main() -> None:
             next(iter(arrays.values()))[0, 0, 0, 0] = np.nan
         np.savez(CORPUS / name, **arrays)
         return C + name
+    def save_npz_bool(name):
+        np.savez(CORPUS / name, x=np.zeros((4, 3, 16, 16), dtype=bool))
+        return C + name
     base_bytes = (CORPUS / "conv_net.onnx").read_bytes()
     rng = np.random.default_rng(1234)
     random_bytes = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
@@ -446,6 +449,25 @@ def main() -> None:
              "nothing written", "validation",
              ["prune", "-o", "{out}", "--ratio", "0.6", "--round-to", "1", "--val", "{repo}/" + save_npz("val_ok.npz", x=(8, 3, 16, 16)), "--metric", "cosine", "--max-drop", "0"],
              refuse(12, "fails validation")),
+        case("calib_wrong_input", base, "--calib data whose array is named for another input", "data",
+             PRUNE + ["--criterion", "activation", "--calib", "{repo}/" + C + "val_wrong_name.npz"],
+             refuse(11, "no array for model input")),
+        case("calib_nan", base, "--calib data containing NaN", "data",
+             PRUNE + ["--criterion", "taylor", "--calib", "{repo}/" + C + "val_nan.npz"], refuse(11, "NaN")),
+        case("calib_wrong_shape", base, "--calib data with 16x16 images for a 3-channel input given 4 channels",
+             "data", PRUNE + ["--criterion", "wanda", "--calib", "{repo}/" + save_npz("calib_4ch.npz",
+                                                                                     x=(4, 4, 16, 16))],
+             refuse(11, "dim 1 is 4")),
+        case("calib_wrong_dtype", base, "--calib data of integers cast-safe but of booleans refused", "data",
+             PRUNE + ["--criterion", "activation", "--calib", "{repo}/" + save_npz_bool("calib_bool.npz")],
+             refuse(11, "bool")),
+        case("calib_missing_for_criterion", base, "a data-aware criterion without --calib", "bad_argument",
+             PRUNE + ["--criterion", "fisher"], refuse(7, "needs calibration data")),
+        case("calib_random", base, "--calib random:8 with a gradient criterion: pruned, with a warning that "
+             "synthetic data makes data-aware scores meaningless", "ok",
+             PRUNE + ["--criterion", "fisher", "--calib", "random:8"], OK),
+        case("calib_folder_empty", base, "--calib images: on a folder with no images", "data",
+             PRUNE + ["--criterion", "activation", "--calib", "images:{tmp}/out"], refuse(11, "no image files")),
         case("output_is_directory", base, "-o names an existing folder", "output",
              ["prune", "-o", "{tmp}/out", "--ratio", "0.3"], refuse(8, "directory")),
         case("plan_out_folder_missing", base, "--plan-out into a folder that does not exist (the model itself "

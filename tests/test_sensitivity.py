@@ -185,3 +185,17 @@ def test_cli_plot(tmp_path, capsys):
                        "-q")
     assert code == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prune_with_sensitivity_allocation_meets_the_target():
+    import onnxprune
+    from onnxprune.errors import BadArgumentError
+
+    x = np.random.default_rng(3).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    r = onnxprune.prune(str(MODELS / "resnet_basic_bn.onnx"), target_macs=0.7, allocation="sensitivity",
+                        sensitivity_ratios=(0.2, 0.5), calibration={"input": x}, recover=False, round_to=1)
+    assert r.report["macs_ratio"] <= 0.7
+    assert r.plan.settings["strategy"] == "sensitivity+target-macs"
+    assert r.plan.settings["sensitivity_ratios"] == [0.2, 0.5]
+    with pytest.raises(BadArgumentError, match="needs a MACs target"):
+        onnxprune.prune(str(MODELS / "resnet_basic_bn.onnx"), ratio=0.3, allocation="sensitivity")
