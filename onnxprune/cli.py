@@ -95,7 +95,8 @@ def _ratios(text):
 def _recover_options(steps: str, ridge):
     from .recover.run import RecoverOptions
 
-    return RecoverOptions(steps=tuple(s.strip() for s in steps.split(",") if s.strip()), ridge=ridge)
+    steps = tuple(s.strip() for s in steps.split(",") if s.strip())
+    return RecoverOptions(steps=steps) if ridge is None else RecoverOptions(steps=steps, ridge=ridge)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -242,8 +243,8 @@ def _summary(result, output) -> list[str]:
                    "compensation, BatchNorm statistics). Default: on with --calib.")
 @click.option("--repair-steps", default="reconstruct,bias,bn", show_default=True,
               help="Which repairs run (comma-separated subset).")
-@click.option("--ridge", type=float, help="Ridge strength of the reconstruction, relative to the Gram diagonal "
-              "(default: chosen per layer by cross-validation on the calibration data).")
+@click.option("--ridge", type=float, help="Ridge strength of the reconstruction toward the dense weights, relative "
+              "to the Gram diagonal (default 0.1).")
 @image_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
 def prune(model, output, ratio, criterion, global_ranking, target_macs, allocation, sensitivity_ratios, jobs, round_to, min_keep, max_ratio, reduction,
