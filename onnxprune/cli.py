@@ -20,7 +20,7 @@ from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE, BadArgumentError, Onn
 from .fmt import human_count as _human
 
 CRITERIA = ["l1", "l2", "bn", "fpgm", "connectivity",  # weights only
-            "activation", "apoz", "entropy", "variance", "wanda", "taylor", "fisher"]  # need --calib
+            "activation", "apoz", "entropy", "variance", "wanda", "taylor", "fisher", "obs"]  # need --calib
 METRIC_CHOICES = ["agreement", "accuracy", "recall", "f1", "cosine", "mse"]
 DEFAULT_ROUND_TO = 16  # measured: docs/benchmarks.md, kept-channel rounding
 

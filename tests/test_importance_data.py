@@ -167,3 +167,27 @@ def test_gradient_criteria_pick_a_dead_channel_and_use_labels():
     r = onnxprune.prune(model, ratio=1 / 6, criterion="taylor", calibration={"x": x, "y": y}, labels="y",
                         round_to=1, loss="projection")
     assert r.report["calibration"]["loss"] == ["random projection of 'y'"]
+
+
+def test_obs_removes_a_duplicated_channel_first():
+    """OBS scores a channel by the output error left after its consumers are repaired: an
+    exact duplicate of another channel can be compensated completely, so one of the pair
+    goes first (a dead channel with large consumer weights need not: the repair's ridge
+    toward the dense weights charges for zeroing them)."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((6, 3, 1, 1)).astype(np.float32)
+    w2 = rng.standard_normal((2, 6, 1, 1)).astype(np.float32)
+    w1[5] = w1[1]
+    model = two_conv_model(w1, w2)
+    a, _ = calibrated(model, ["obs"], n=32)
+    (g,) = a.prunable
+    s = score_groups(a, "obs", normalize="none")[g.id][0]
+    assert int(np.argmin(s)) in (1, 5), s
+    x = np.random.default_rng(1).standard_normal((16, 3, 4, 4)).astype(np.float32)
+    from onnxprune.recover import RecoverOptions
+
+    r = onnxprune.prune(model, ratio=1 / 6, criterion="obs", calibration={"x": x}, round_to=1,
+                        recover_options=RecoverOptions(ridge=0.0))  # no pull toward dense: exact
+    (entry,) = r.plan.groups.values()
+    assert {1, 5} - set(entry["keep"][0])
+    assert r.report["validation"]["outputs"][0]["max_abs_diff"] < 1e-4

@@ -20,6 +20,7 @@ from .readpoints import ReadPoint, find_read_points
 from .stats import STATISTICS, PointStats, ReductionBuilder
 
 READ_SUFFIX = "::onnxprune_read"
+OWN_PASSES = ("gram",)  # needs met by the criterion itself from the calibration data (obs)
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Calibration:
     unavailable: dict = field(default_factory=dict)  # read point key -> why it has no gradient
     loss: list = field(default_factory=list)
     device: str = "cpu"
+    dataset: object = None  # the calibration data, for criteria that make their own passes (obs)
+    cache: dict = field(default_factory=dict)  # results such criteria compute once for every group
 
     def to_dict(self) -> dict:
         return {"samples": self.samples, "synthetic": self.synthetic, "read_points": len(self.points),
@@ -46,14 +49,19 @@ def collect(analysis, groups, dataset, statistics, *, loss: str = "auto", device
             progress: bool | None = None) -> Calibration:
     """Run ``dataset`` through the model and reduce ``statistics`` (names from
     :data:`~onnxprune.calibration.stats.STATISTICS`) at every read point of ``groups``."""
-    unknown = [s for s in statistics if s not in STATISTICS]
+    unknown = [s for s in statistics if s not in STATISTICS + OWN_PASSES]
     if unknown:
         raise BadArgumentError(f"unknown statistic '{unknown[0]}'")
+    statistics = tuple(s for s in statistics if s not in OWN_PASSES)
     points = find_read_points(analysis, groups)
     gradients = "ag" in statistics
     stats = {k: PointStats(rp.length) for k, rp in points.items()}
     calib = Calibration(points, stats, tuple(statistics), synthetic=dataset.synthetic, gradients=gradients)
     calib.device = _device_name(device)
+    calib.dataset = dataset
+    if not statistics:  # only criteria that make their own passes
+        calib.samples = dataset.samples
+        return calib
     labels = dataset.labels is not None and gradients
     cache: dict = {}
     sess_inputs: dict = {}

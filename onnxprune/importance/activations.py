@@ -167,3 +167,17 @@ def fisher(analysis, group, reduction):
     if isinstance(terms, str):
         return terms
     return [np.square(t).mean(0) for t in terms]
+
+
+@register("obs", needs=("gram",))
+def obs(analysis, group, reduction):
+    """Optimal-brain-surgeon selection: channels chosen greedily by the output error left
+    after the least-squares repair of their consumers, from each consumer's input Gram
+    matrix (:func:`onnxprune.recover.select.obs_scores`); pairs with ``recover``."""
+    calib = _stats(analysis)
+    if "obs" not in calib.cache:
+        from ..recover.select import obs_scores
+
+        calib.cache["obs"] = obs_scores(analysis, calib.dataset, device=calib.device, progress=False)
+    scores = calib.cache["obs"].get(group.id)
+    return scores if scores is not None else "no consumer of this group could be measured for OBS"
