@@ -177,8 +177,9 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         return counter(analysis, {r: counts[g.id] for g in groups if g.id in counts for r in g.roots})
 
     opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio)
+    curves = None
     if allocation == "sensitivity":
-        counts, how = _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels,
+        counts, how, curves = _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels,
                                           batch_size, max_samples, input_shapes, jobs, device, progress, reduction,
                                           normalize, loss, fallback_criterion, prune_norm_spaces, image_options,
                                           round_to, min_keep, max_ratio, sensitivity_ratios)
@@ -210,6 +211,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         result.report["recovery"] = recovery["report"]
     if analysis.calibration is not None:
         result.report["calibration"] = analysis.calibration.to_dict()
+    if curves is not None:
+        result.report["sensitivity"] = curves
     if reference is not None:
         check = run_validation(reference, result.model, None, metric=metric, max_drop=max_drop,
                                input_shapes=input_shapes, dataset=dataset, device=device, progress=progress)
@@ -223,7 +226,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
 def _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels, batch_size,
                         max_samples, input_shapes, jobs, device, progress, reduction, normalize, loss,
                         fallback_criterion, prune_norm_spaces, image_options, round_to, min_keep, max_ratio,
-                        ratios) -> tuple[dict, dict]:
+                        ratios) -> tuple[dict, dict, dict]:
     from .sensitivity import DEFAULT_RATIOS, sensitivity
     from .sensitivity_alloc import allocate_from_sensitivity
 
@@ -235,9 +238,22 @@ def _sensitivity_counts(reference, calibration, analysis, target_macs, criterion
     details: dict = {}
     counts = allocate_from_sensitivity(sens, target_macs, analysis=analysis, input_shapes=input_shapes,
                                        round_to=round_to, min_keep=min_keep, max_ratio=max_ratio, details=details)
-    return counts, {"strategy": "sensitivity+target-macs", "target_macs": target_macs,
-                    "sensitivity_ratios": [p["ratio"] for p in sens["groups"][0]["points"]] if sens["groups"] else [],
-                    "predicted_drop": details.get("predicted_drop")}
+    how = {"strategy": "sensitivity+target-macs", "target_macs": target_macs,
+           "sensitivity_ratios": [p["ratio"] for p in sens["groups"][0]["points"]] if sens["groups"] else [],
+           "predicted_drop": details.get("predicted_drop")}
+    return counts, how, sensitivity_curves(sens, metric)
+
+
+def sensitivity_curves(sens: dict, metric: str) -> dict:
+    """The sweep as report["sensitivity"]: one series of (ratio, metric) per group, for the
+    HTML page's line chart."""
+    points = []
+    for g in sens["groups"]:
+        label = f"{g['id']}: {g['name']}"
+        points.append({"x": 0.0, "y": sens["dense"]["value"], "label": label})
+        points += [{"x": p["ratio"], "y": p["value"], "label": label} for p in g["points"] if p["ratio"] > 0]
+    return {"title": "Sensitivity: each group pruned alone", "x_label": "fraction of the group's channels removed",
+            "y_label": f"{metric} vs the dense model", "points": points}
 
 
 def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | None = None,

@@ -197,5 +197,19 @@ def test_prune_with_sensitivity_allocation_meets_the_target():
     assert r.report["macs_ratio"] <= 0.7
     assert r.plan.settings["strategy"] == "sensitivity+target-macs"
     assert r.plan.settings["sensitivity_ratios"] == [0.2, 0.5]
+    curves = r.report["sensitivity"]
+    assert {p["x"] for p in curves["points"]} == {0.0, 0.2, 0.5}
+    assert len({p["label"] for p in curves["points"]}) == len(r.report["groups"]) - sum(
+        1 for g in r.report["groups"] if not g["prunable"])
+    import jsonschema
+    from importlib import resources
+
+    from onnxprune.html import render_html
+    from onnxprune.report import REPORT_SCHEMA
+
+    schema = json.loads(resources.files("onnxprune").joinpath(REPORT_SCHEMA).read_text())
+    jsonschema.validate(json.loads(json.dumps(r.report, allow_nan=False)), schema)
+    page = render_html(r.report)
+    assert '<section id="sensitivity">' in page and "<svg" in page.split('<section id="sensitivity">')[1]
     with pytest.raises(BadArgumentError, match="needs a MACs target"):
         onnxprune.prune(str(MODELS / "resnet_basic_bn.onnx"), ratio=0.3, allocation="sensitivity")
