@@ -22,6 +22,7 @@ class AllocationOptions:
     round_to: int = 1
     min_keep: int = 1
     max_ratio: float = 0.9
+    target_params: float | None = None
 
 
 def effective_round_to(size: int, round_to: int) -> int:
@@ -85,32 +86,39 @@ def allocate(groups, scores: dict, opts: AllocationOptions, cost_model=None, cou
             return global_counts(groups, scores, ratio, opts)
         return uniform_counts(groups, ratio, opts)
 
-    if opts.target_macs is None:
+    if opts.target_macs is None and opts.target_params is None:
         ratio = 0.0 if opts.ratio is None else opts.ratio
         return counts_for(ratio), {"strategy": "global" if opts.global_ranking else "uniform", "ratio": ratio}
-    if cost_model is None or not cost_model.macs_known:
-        raise BadArgumentError("--target-macs needs every MAC count to be known: pass --input-shape for dynamic dims")
-    dense = cost_model.macs(count_of_factory({}))
-    goal = opts.target_macs * dense
+    if opts.target_macs is not None:
+        what, target, option = "MACs", opts.target_macs, "--target-macs"
+        if cost_model is None or not cost_model.macs_known:
+            raise BadArgumentError("--target-macs needs every MAC count to be known: pass --input-shape for dynamic dims")
+        measure = cost_model.macs
+    else:
+        what, target, option = "parameters", opts.target_params, "--target-params"
+        measure = cost_model.params
+    dense = measure(count_of_factory({}))
+    goal = target * dense
 
-    def macs_at(ratio):
-        return cost_model.macs(count_of_factory(counts_for(ratio)))
+    def cost_at(ratio):
+        return measure(count_of_factory(counts_for(ratio)))
 
     hi = opts.max_ratio
-    if macs_at(hi) > goal:
-        best = macs_at(hi) / dense if dense else 1.0
-        raise BadArgumentError(f"--target-macs {opts.target_macs:g} is out of reach: the most this model can "
-                               f"be pruned within the per-group cap is {best:.3f} of its MACs")
+    if cost_at(hi) > goal:
+        best = cost_at(hi) / dense if dense else 1.0
+        raise BadArgumentError(f"{option} {target:g} is out of reach: the most this model can be pruned within the "
+                               f"per-group cap is {best:.3f} of its {what}")
     lo = 0.0
     for _ in range(40):
         mid = (lo + hi) / 2
-        if macs_at(mid) <= goal:
+        if cost_at(mid) <= goal:
             hi = mid
         else:
             lo = mid
     counts = counts_for(hi)
-    return counts, {"strategy": ("global" if opts.global_ranking else "uniform") + "+target-macs",
-                    "ratio": hi, "target_macs": opts.target_macs}
+    key = "target_macs" if opts.target_macs is not None else "target_params"
+    return counts, {"strategy": ("global" if opts.global_ranking else "uniform") + "+" + key.replace("_", "-"),
+                    "ratio": hi, key: target}
 
 
 def select_channels(group, scores: list, count: int) -> list[list[int]]:

@@ -70,7 +70,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           calibration=None, batch_size: int = 16, max_samples: int | None = None, loss: str = "auto",
           fallback_criterion: str | None = None, device: str = "auto", progress: bool | None = None,
           image_options=None, recover: bool | None = None, recover_options=None,
-          allocation: str | None = None, sensitivity_ratios=None, jobs: int = 1) -> PruneResult:
+          allocation: str | None = None, sensitivity_ratios=None, jobs: int = 1,
+          target_params: float | None = None, exclude: str | None = None) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -89,6 +90,10 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     stay whole, or are scored by ``fallback_criterion`` when given. Without separate
     ``validation`` data the result is validated on the calibration data.
 
+    ``target_params`` keeps at most that fraction of the floating-point weights the same
+    way. ``exclude`` is a regular expression: groups with a member node whose name it
+    matches (``re.search``) stay whole.
+
     ``allocation`` names the strategy: ``uniform``, ``global`` (same as ``global_ranking``)
     or ``sensitivity``: every group is pruned alone at ``sensitivity_ratios`` and measured
     on the calibration data (:func:`onnxprune.sensitivity.sensitivity`, ``jobs`` worker
@@ -103,11 +108,16 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     """
     _check_ratio("ratio", ratio)
     _check_ratio("target_macs", target_macs, upper_open=False)
+    _check_ratio("target_params", target_params, upper_open=False)
     _check_ratio("max_ratio", max_ratio)
-    if ratio is None and target_macs is None:
+    given = [n for n, v in (("a ratio", ratio), ("a MACs target", target_macs), ("a parameters target", target_params))
+             if v is not None]
+    if not given:
         raise BadArgumentError("give a pruning ratio or a target (e.g. --ratio 0.3 or --target-macs 0.5)")
-    if ratio is not None and target_macs is not None:
-        raise BadArgumentError("give either a ratio or a MACs target, not both (the target searches the ratio)")
+    if len(given) > 1:
+        raise BadArgumentError(f"give one of a ratio, a MACs target or a parameters target, not {given[0]} and "
+                               f"{given[1]} (a target searches the ratio)")
+    excluded = _exclude_pattern(exclude)
     if round_to < 1 or min_keep < 1:
         raise BadArgumentError("round_to and min_keep must be at least 1")
     check_criterion(criterion)
@@ -123,7 +133,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     if batch_size < 1:
         raise BadArgumentError("batch_size must be at least 1")
     if global_ranking is None:  # a budget is spent where channels matter least; a ratio applies everywhere
-        global_ranking = target_macs is not None
+        global_ranking = target_macs is not None or target_params is not None
     t0 = time.perf_counter()
     proto = load_model(model)  # a private copy: the analysis may edit it in place
     before = _before(proto, input_shapes)
@@ -151,13 +161,17 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     groups = analysis.prunable
     if not groups:
         raise _nothing_prunable(analysis)
+    if excluded is not None:
+        groups = [g for g in groups if not any(excluded.search(m.node) for m in g.members)]
+        if not groups:
+            raise NothingPrunableError(f"nothing to prune: --exclude '{exclude}' matches every prunable group")
     if needs:
         from .calibration.collect import collect
 
         analysis.calibration = collect(analysis, groups, calib_data, needs, loss=loss, device=device,
                                        progress=progress)
     skipped: dict = {}
-    scores = score_groups(analysis, criterion, reduction, normalize, skipped=skipped)
+    scores = score_groups(analysis, criterion, reduction, normalize, groups=groups, skipped=skipped)
     if skipped and fallback_criterion:
         scores.update(score_groups(analysis, fallback_criterion, reduction, normalize,
                                    groups=[g for g in groups if g.id in skipped], skipped={}))
@@ -176,7 +190,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     def count_of_factory(counts):  # kept counts per group id -> count_of(space)
         return counter(analysis, {r: counts[g.id] for g in groups if g.id in counts for r in g.roots})
 
-    opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio)
+    opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio, target_params)
     curves = None
     if allocation == "sensitivity":
         counts, how, curves = _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels,
@@ -186,7 +200,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         counts = {g.id: counts.get(g.id, g.size) for g in groups}
     else:
         counts, how = allocate(groups, scores, opts, cost, count_of_factory)
-    settings = {"criterion": criterion, "fallback_criterion": fallback_criterion, "recover": recover, "reduction": reduction, "normalize": normalize, "round_to": round_to,
+    settings = {"exclude": exclude, "criterion": criterion, "fallback_criterion": fallback_criterion, "recover": recover, "reduction": reduction, "normalize": normalize, "round_to": round_to,
                 "min_keep": min_keep, "max_ratio": max_ratio, "prune_norm_spaces": prune_norm_spaces, **how}
     plan = Plan(before["fingerprint"], {}, settings)
     for g in groups:
@@ -221,6 +235,17 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
             raise ValidationFailed(f"pruned model fails validation: {check['failures'][0]} "
                                    "(nothing written; --force writes it anyway)")
     return result
+
+
+def _exclude_pattern(pattern: str | None):
+    if pattern is None:
+        return None
+    import re
+
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise BadArgumentError(f"--exclude '{pattern}' is not a regular expression ({exc})") from None
 
 
 def _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels, batch_size,

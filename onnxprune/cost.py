@@ -99,11 +99,24 @@ def counter(analysis, kept_by_root: dict):
     return lambda space: kept_by_root.get(find(space), size(space))
 
 
+def float_weights(model: onnx.ModelProto) -> list[str]:
+    """Names of the floating-point constants (what :func:`count_params` counts)."""
+    names = [t.name for t in model.graph.initializer if t.data_type in FLOAT_TYPES]
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type in FLOAT_TYPES:
+                    names.append(node.output[0])
+    return names
+
+
 class CostModel:
-    """Fast MACs of an analysis under per-class kept counts (see :func:`counter`)."""
+    """Fast MACs and parameter counts of an analysis under per-class kept counts (see
+    :func:`counter`)."""
 
     def __init__(self, analysis):
         ctx = analysis.ctx
+        self.weights = float_weights(analysis.model)
         self.store: WeightStore = ctx.store
         self.members_by_tensor: dict[str, list] = {}
         for m in ctx.members.values():
@@ -125,5 +138,10 @@ class CostModel:
             total += c.fixed if c.weight is None else c.factor * self.numel(c.weight, count_of)
         return total
 
+    def params(self, count_of) -> float:
+        """Floating-point weights left (shared constants counted once per use: the analysis
+        unties them, so ratios stay right where sharing is rare)."""
+        return float(sum(self.numel(name, count_of) for name in self.weights))
 
-__all__ = ["count_params", "count_macs", "macs_unknown_reason", "CostModel", "counter"]
+
+__all__ = ["count_params", "count_macs", "macs_unknown_reason", "CostModel", "counter", "float_weights"]

@@ -66,3 +66,35 @@ def test_scores_for_every_criterion_are_finite():
         s = score_groups(a, crit)
         assert set(s) == {g.id for g in a.prunable}
         assert all(np.isfinite(np.concatenate(v)).all() for v in s.values())
+
+
+def test_target_params_is_met_and_measured_independently():
+    import onnxprune
+    from onnxprune.cost import count_params
+    from onnxprune.model import load_model
+
+    for name in ("resnet_basic_bn", "mobilenetv2", "densenet"):
+        path = str(MODELS / f"{name}.onnx")
+        r = onnxprune.prune(path, target_params=0.6, round_to=1)
+        assert r.plan.settings["strategy"] == "global+target-params"
+        measured = count_params(r.model) / count_params(load_model(path))
+        assert measured <= 0.6 + 1e-9 and measured > 0.45, (name, measured)
+
+
+def test_exclude_keeps_matching_groups_whole():
+    import onnxprune
+    from onnxprune.errors import BadArgumentError, NothingPrunableError
+
+    path = str(MODELS / "resnet_basic_bn.onnx")
+    a = analyze(onnx.load(path))
+    r = onnxprune.prune(path, ratio=0.5, exclude="layer2", round_to=1)
+    assert r.plan.groups
+    touched = [g.id for g in a.prunable if any("layer2" in m.node for m in g.members)]
+    assert touched and not set(touched) & set(r.plan.groups)
+    assert r.plan.settings["exclude"] == "layer2"
+    with pytest.raises(BadArgumentError, match="not a regular expression"):
+        onnxprune.prune(path, ratio=0.5, exclude="(")
+    with pytest.raises(NothingPrunableError, match="matches every prunable group"):
+        onnxprune.prune(path, ratio=0.5, exclude=".")
+    with pytest.raises(BadArgumentError, match="not a ratio and a parameters target"):
+        onnxprune.prune(path, ratio=0.5, target_params=0.5)
