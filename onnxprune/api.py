@@ -115,8 +115,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     if not given:
         raise BadArgumentError("give a pruning ratio or a target (e.g. --ratio 0.3 or --target-macs 0.5)")
     if len(given) > 1:
-        raise BadArgumentError(f"give one of a ratio, a MACs target or a parameters target, not {given[0]} and "
-                               f"{given[1]} (a target searches the ratio)")
+        raise BadArgumentError(f"give one of a ratio, a MACs target or a parameters target, not both {given[0]} "
+                               f"and {given[1]} (a target searches the ratio)")
     excluded = _exclude_pattern(exclude)
     if round_to < 1 or min_keep < 1:
         raise BadArgumentError("round_to and min_keep must be at least 1")

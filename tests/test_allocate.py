@@ -96,5 +96,5 @@ def test_exclude_keeps_matching_groups_whole():
         onnxprune.prune(path, ratio=0.5, exclude="(")
     with pytest.raises(NothingPrunableError, match="matches every prunable group"):
         onnxprune.prune(path, ratio=0.5, exclude=".")
-    with pytest.raises(BadArgumentError, match="not a ratio and a parameters target"):
+    with pytest.raises(BadArgumentError, match="not both a ratio and a parameters target"):
         onnxprune.prune(path, ratio=0.5, target_params=0.5)
