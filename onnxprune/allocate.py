@@ -14,6 +14,9 @@ import numpy as np
 from .errors import BadArgumentError
 
 
+LATENCY_STEPS = 8  # each step times a candidate model: 1/256 of the ratio range is ample
+
+
 @dataclass
 class AllocationOptions:
     ratio: float | None = None
@@ -23,6 +26,7 @@ class AllocationOptions:
     min_keep: int = 1
     max_ratio: float = 0.9
     target_params: float | None = None
+    target_latency: float | None = None
 
 
 def effective_round_to(size: int, round_to: int) -> int:
@@ -79,46 +83,50 @@ def global_counts(groups, scores: dict, ratio: float, opts: AllocationOptions) -
             for gid, r in removed.items()}
 
 
-def allocate(groups, scores: dict, opts: AllocationOptions, cost_model=None, count_of_factory=None) -> tuple[dict, dict]:
-    """Kept count per group id, and a dict describing what was done."""
+def allocate(groups, scores: dict, opts: AllocationOptions, cost_model=None, count_of_factory=None,
+             latency_ratio=None) -> tuple[dict, dict]:
+    """Kept count per group id, and a dict describing what was done. A target (MACs,
+    parameters, or latency through ``latency_ratio(counts)``: the measured latency of those
+    counts relative to the dense model) is met by bisecting the ratio of the strategy."""
     def counts_for(ratio):
         if opts.global_ranking:
             return global_counts(groups, scores, ratio, opts)
         return uniform_counts(groups, ratio, opts)
 
-    if opts.target_macs is None and opts.target_params is None:
+    strategy = "global" if opts.global_ranking else "uniform"
+    if opts.target_macs is None and opts.target_params is None and opts.target_latency is None:
         ratio = 0.0 if opts.ratio is None else opts.ratio
-        return counts_for(ratio), {"strategy": "global" if opts.global_ranking else "uniform", "ratio": ratio}
-    if opts.target_macs is not None:
-        what, target, option = "MACs", opts.target_macs, "--target-macs"
-        if cost_model is None or not cost_model.macs_known:
-            raise BadArgumentError("--target-macs needs every MAC count to be known: pass --input-shape for dynamic dims")
-        measure = cost_model.macs
+        return counts_for(ratio), {"strategy": strategy, "ratio": ratio}
+    if opts.target_latency is not None:
+        what, key, target, steps = "latency", "target_latency", opts.target_latency, LATENCY_STEPS
+        fraction_at = lambda ratio: latency_ratio(counts_for(ratio))  # noqa: E731
     else:
-        what, target, option = "parameters", opts.target_params, "--target-params"
-        measure = cost_model.params
-    dense = measure(count_of_factory({}))
-    goal = target * dense
+        if opts.target_macs is not None:
+            what, key, target, measure = "MACs", "target_macs", opts.target_macs, cost_model.macs
+            if not cost_model.macs_known:
+                raise BadArgumentError("--target-macs needs every MAC count to be known: pass --input-shape for "
+                                       "dynamic dims")
+        else:
+            what, key, target, measure = "parameters", "target_params", opts.target_params, cost_model.params
+        dense = measure(count_of_factory({}))
+        steps = 40
 
-    def cost_at(ratio):
-        return measure(count_of_factory(counts_for(ratio)))
+        def fraction_at(ratio):
+            return measure(count_of_factory(counts_for(ratio))) / dense if dense else 1.0
 
     hi = opts.max_ratio
-    if cost_at(hi) > goal:
-        best = cost_at(hi) / dense if dense else 1.0
-        raise BadArgumentError(f"{option} {target:g} is out of reach: the most this model can be pruned within the "
-                               f"per-group cap is {best:.3f} of its {what}")
+    best = fraction_at(hi)
+    if best > target:
+        raise BadArgumentError(f"--{key.replace('_', '-')} {target:g} is out of reach: the most this model can be "
+                               f"pruned within the per-group cap is {best:.3f} of its {what}")
     lo = 0.0
-    for _ in range(40):
+    for _ in range(steps):
         mid = (lo + hi) / 2
-        if cost_at(mid) <= goal:
+        if fraction_at(mid) <= target:
             hi = mid
         else:
             lo = mid
-    counts = counts_for(hi)
-    key = "target_macs" if opts.target_macs is not None else "target_params"
-    return counts, {"strategy": ("global" if opts.global_ranking else "uniform") + "+" + key.replace("_", "-"),
-                    "ratio": hi, key: target}
+    return counts_for(hi), {"strategy": f"{strategy}+{key.replace('_', '-')}", "ratio": hi, key: target}
 
 
 def select_channels(group, scores: list, count: int) -> list[list[int]]:

@@ -71,7 +71,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           fallback_criterion: str | None = None, device: str = "auto", progress: bool | None = None,
           image_options=None, recover: bool | None = None, recover_options=None,
           allocation: str | None = None, sensitivity_ratios=None, jobs: int = 1,
-          target_params: float | None = None, exclude: str | None = None) -> PruneResult:
+          target_params: float | None = None, exclude: str | None = None,
+          target_latency: float | None = None, latency_runs: int = 15) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -91,7 +92,9 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     ``validation`` data the result is validated on the calibration data.
 
     ``target_params`` keeps at most that fraction of the floating-point weights the same
-    way. ``exclude`` is a regular expression: groups with a member node whose name it
+    way, ``target_latency`` at most that fraction of the dense model's ONNX Runtime latency
+    on this machine and ``device`` (each candidate timed against the dense model,
+    interleaved, ``latency_runs`` runs each, on synthetic inputs of the declared shapes). ``exclude`` is a regular expression: groups with a member node whose name it
     matches (``re.search``) stay whole.
 
     ``allocation`` names the strategy: ``uniform``, ``global`` (same as ``global_ranking``)
@@ -109,9 +112,10 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     _check_ratio("ratio", ratio)
     _check_ratio("target_macs", target_macs, upper_open=False)
     _check_ratio("target_params", target_params, upper_open=False)
+    _check_ratio("target_latency", target_latency, upper_open=False)
     _check_ratio("max_ratio", max_ratio)
-    given = [n for n, v in (("a ratio", ratio), ("a MACs target", target_macs), ("a parameters target", target_params))
-             if v is not None]
+    given = [n for n, v in (("a ratio", ratio), ("a MACs target", target_macs), ("a parameters target", target_params),
+                            ("a latency target", target_latency)) if v is not None]
     if not given:
         raise BadArgumentError("give a pruning ratio or a target (e.g. --ratio 0.3 or --target-macs 0.5)")
     if len(given) > 1:
@@ -133,7 +137,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     if batch_size < 1:
         raise BadArgumentError("batch_size must be at least 1")
     if global_ranking is None:  # a budget is spent where channels matter least; a ratio applies everywhere
-        global_ranking = target_macs is not None or target_params is not None
+        global_ranking = any(t is not None for t in (target_macs, target_params, target_latency))
     t0 = time.perf_counter()
     proto = load_model(model)  # a private copy: the analysis may edit it in place
     before = _before(proto, input_shapes)
@@ -190,7 +194,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     def count_of_factory(counts):  # kept counts per group id -> count_of(space)
         return counter(analysis, {r: counts[g.id] for g in groups if g.id in counts for r in g.roots})
 
-    opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio, target_params)
+    opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio, target_params,
+                             target_latency)
     curves = None
     if allocation == "sensitivity":
         counts, how, curves = _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels,
@@ -199,7 +204,9 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
                                           round_to, min_keep, max_ratio, sensitivity_ratios)
         counts = {g.id: counts.get(g.id, g.size) for g in groups}
     else:
-        counts, how = allocate(groups, scores, opts, cost, count_of_factory)
+        latency = None if target_latency is None else _latency_ratio(analysis, groups, scores, input_shapes, device,
+                                                                     latency_runs)
+        counts, how = allocate(groups, scores, opts, cost, count_of_factory, latency)
     settings = {"exclude": exclude, "criterion": criterion, "fallback_criterion": fallback_criterion, "recover": recover, "reduction": reduction, "normalize": normalize, "round_to": round_to,
                 "min_keep": min_keep, "max_ratio": max_ratio, "prune_norm_spaces": prune_norm_spaces, **how}
     plan = Plan(before["fingerprint"], {}, settings)
@@ -235,6 +242,26 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
             raise ValidationFailed(f"pruned model fails validation: {check['failures'][0]} "
                                    "(nothing written; --force writes it anyway)")
     return result
+
+
+def _latency_ratio(analysis, groups, scores, input_shapes, device, runs):
+    """counts -> measured latency of the model they make, relative to the dense model's
+    (both sessions timed alternately, so machine noise hits both alike)."""
+    from .runtime import random_inputs, session
+    from .validate import interleaved_latency
+
+    dense_model = apply_plan(analysis, Plan("", {}, {}), consume=False)
+    feeds = random_inputs(dense_model, input_shapes)
+    dense = session(dense_model, device)
+    by_id = {g.id: g for g in groups}
+
+    def ratio(counts: dict) -> float:
+        plan = Plan("", {gid: {"size": by_id[gid].size, "keep": select_channels(by_id[gid], scores[gid], k)}
+                         for gid, k in counts.items() if k < by_id[gid].size}, {})
+        candidate = session(apply_plan(analysis, plan, consume=False), device)
+        return interleaved_latency(dense, candidate, feeds, runs)["ratio"]
+
+    return ratio
 
 
 def _exclude_pattern(pattern: str | None):

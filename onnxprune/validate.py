@@ -57,7 +57,7 @@ def validate(original: ModelSource, pruned: ModelSource, data=None, *, labels: s
         "classifier": _classifier(np.concatenate(outs_a[names[0]]), np.concatenate(outs_b[names[0]]),
                                   dataset.labels),
         "model": _facts(a, b, input_shapes),
-        "latency": _latency(sa, sb, dataset.batches[0], latency_runs) if latency_runs else None,
+        "latency": interleaved_latency(sa, sb, dataset.batches[0], latency_runs) if latency_runs else None,
     }
     failures = _judge(result, metric, max_drop, atol, rtol, names, outs_a, outs_b)
     result.update(metric=metric, max_drop=max_drop, atol=atol, rtol=rtol, passed=not failures, failures=failures)
@@ -125,7 +125,7 @@ def _facts(a: onnx.ModelProto, b: onnx.ModelProto, input_shapes) -> dict:
     }
 
 
-def _latency(sa, sb, feeds: dict, runs: int) -> dict:
+def interleaved_latency(sa, sb, feeds: dict, runs: int) -> dict:
     """Both sessions timed alternately on the same batch after a warm-up, so machine
     noise hits both alike; p50/p90 in milliseconds."""
     for _ in range(3):

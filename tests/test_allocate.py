@@ -98,3 +98,47 @@ def test_exclude_keeps_matching_groups_whole():
         onnxprune.prune(path, ratio=0.5, exclude=".")
     with pytest.raises(BadArgumentError, match="not both a ratio and a parameters target"):
         onnxprune.prune(path, ratio=0.5, target_params=0.5)
+
+
+def test_latency_target_bisects_the_measured_ratio():
+    """The search itself, with a deterministic stand-in for the timing (tests never assert
+    on time): latency taken as the MACs fraction gives the MACs target's counts."""
+    from onnxprune.allocate import allocate
+    from onnxprune.api import _analysis
+    from onnxprune.cost import CostModel, counter
+    from onnxprune.model import load_model
+
+    a = _analysis(load_model(MODELS / "resnet_bottleneck.onnx"))
+    groups = a.prunable
+    scores = score_groups(a, "l2")
+    cost = CostModel(a)
+
+    def count_of_factory(counts):
+        return counter(a, {r: counts[g.id] for g in groups if g.id in counts for r in g.roots})
+
+    dense = cost.macs(count_of_factory({}))
+    fake_latency = lambda counts: cost.macs(count_of_factory(counts)) / dense  # noqa: E731
+    by_macs, _ = allocate(groups, scores, AllocationOptions(global_ranking=True, target_macs=0.6, round_to=4), cost,
+                          count_of_factory)
+    by_latency, how = allocate(groups, scores, AllocationOptions(global_ranking=True, target_latency=0.6, round_to=4),
+                               cost, count_of_factory, fake_latency)
+    assert how["strategy"] == "global+target-latency" and how["target_latency"] == 0.6
+    assert fake_latency(by_latency) <= 0.6
+    assert abs(fake_latency(by_latency) - fake_latency(by_macs)) < 0.02  # 8 bisection steps instead of 40
+
+
+def test_prune_to_a_latency_target_builds_and_times_candidates(monkeypatch):
+    """End to end with the timer replaced (no timing in tests): every candidate is a real
+    pruned model in a real session, compared with the dense one."""
+    import sys
+
+    calls = []
+
+    def fake(sa, sb, feeds, runs):
+        calls.append((set(feeds) == {i.name for i in sa.get_inputs()}, runs))
+        return {"ratio": 0.5}
+
+    monkeypatch.setattr(sys.modules["onnxprune.validate"], "interleaved_latency", fake)
+    r = onnxprune.prune(str(MODELS / "resnet_basic_bn.onnx"), target_latency=0.8, latency_runs=3)
+    assert r.plan.settings["strategy"] == "global+target-latency" and r.plan.settings["target_latency"] == 0.8
+    assert calls == [(True, 3)] * (1 + 8)  # the cap, then 8 bisection steps
