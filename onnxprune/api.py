@@ -72,7 +72,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           image_options=None, recover: bool | None = None, recover_options=None,
           allocation: str | None = None, sensitivity_ratios=None, jobs: int = 1,
           target_params: float | None = None, exclude: str | None = None,
-          target_latency: float | None = None, latency_runs: int = 15) -> PruneResult:
+          target_latency: float | None = None, latency_runs: int = 15, search_candidates: int = 24,
+          seed: int = 0) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -97,8 +98,10 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     interleaved, ``latency_runs`` runs each, on synthetic inputs of the declared shapes). ``exclude`` is a regular expression: groups with a member node whose name it
     matches (``re.search``) stay whole.
 
-    ``allocation`` names the strategy: ``uniform``, ``global`` (same as ``global_ranking``)
-    or ``sensitivity``: every group is pruned alone at ``sensitivity_ratios`` and measured
+    ``allocation`` names the strategy: ``uniform``, ``global`` (same as ``global_ranking``),
+    ``search`` (:func:`onnxprune.search.search_allocation`: ``search_candidates`` pruned
+    models evaluated on the calibration data by a ``seed``-ed evolution strategy over
+    per-group ratios, the best under the MACs target kept) or ``sensitivity``: every group is pruned alone at ``sensitivity_ratios`` and measured
     on the calibration data (:func:`onnxprune.sensitivity.sensitivity`, ``jobs`` worker
     processes), then the MACs target is met greedily where the metric drops least per MAC
     saved (:func:`~onnxprune.sensitivity_alloc.allocate_from_sensitivity`).
@@ -125,12 +128,12 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     if round_to < 1 or min_keep < 1:
         raise BadArgumentError("round_to and min_keep must be at least 1")
     check_criterion(criterion)
-    if allocation not in (None, "uniform", "global", "sensitivity"):
-        raise BadArgumentError(f"unknown allocation '{allocation}' (choose from uniform, global, sensitivity)")
+    if allocation not in (None, "uniform", "global", "sensitivity", "search"):
+        raise BadArgumentError(f"unknown allocation '{allocation}' (choose from uniform, global, sensitivity, search)")
     if allocation in ("uniform", "global"):
         global_ranking = allocation == "global"
-    if allocation == "sensitivity" and (target_macs is None or calibration is None):
-        raise BadArgumentError("--allocation sensitivity needs a MACs target (--target-macs) and calibration data "
+    if allocation in ("sensitivity", "search") and (target_macs is None or calibration is None):
+        raise BadArgumentError(f"--allocation {allocation} needs a MACs target (--target-macs) and calibration data "
                                "(--calib) to measure the groups on")
     if fallback_criterion is not None:
         check_criterion(fallback_criterion)
@@ -196,13 +199,21 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
 
     opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio, target_params,
                              target_latency)
-    curves = None
+    curves = search_history = None
     if allocation == "sensitivity":
         counts, how, curves = _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels,
                                           batch_size, max_samples, input_shapes, jobs, device, progress, reduction,
                                           normalize, loss, fallback_criterion, prune_norm_spaces, image_options,
                                           round_to, min_keep, max_ratio, sensitivity_ratios)
         counts = {g.id: counts.get(g.id, g.size) for g in groups}
+    elif allocation == "search":
+        from .search import search_allocation
+
+        evaluate = _candidate_drop(analysis, groups, scores, reference, calib_data, metric, device)
+        counts, how = search_allocation(groups, cost, count_of_factory, target_macs, evaluate,
+                                        candidates=search_candidates, seed=seed, round_to=round_to,
+                                        min_keep=min_keep, max_ratio=max_ratio)
+        search_history = how.pop("history")
     else:
         latency = None if target_latency is None else _latency_ratio(analysis, groups, scores, input_shapes, device,
                                                                      latency_runs)
@@ -234,6 +245,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         result.report["calibration"] = analysis.calibration.to_dict()
     if curves is not None:
         result.report["sensitivity"] = curves
+    if search_history is not None:
+        result.report["search"] = search_history
     if reference is not None:
         check = run_validation(reference, result.model, None, metric=metric, max_drop=max_drop,
                                input_shapes=input_shapes, dataset=dataset, device=device, progress=progress)
@@ -242,6 +255,24 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
             raise ValidationFailed(f"pruned model fails validation: {check['failures'][0]} "
                                    "(nothing written; --force writes it anyway)")
     return result
+
+
+def _candidate_drop(analysis, groups, scores, reference, dataset, metric, device):
+    """counts -> the metric drop of the model they make against the dense one, on the
+    calibration data (the search's objective)."""
+    from .runtime import session
+    from .sensitivity import evaluate_plan, run_batches
+
+    device = "cpu" if device == "auto" else device
+    batches = list(dataset.batches)
+    dense = run_batches(session(reference, device), batches)
+    by_id = {g.id: g for g in groups}
+
+    def drop(counts: dict):
+        keep = {gid: select_channels(by_id[gid], scores[gid], k) for gid, k in counts.items() if k < by_id[gid].size}
+        return evaluate_plan(analysis, keep, batches, dense, dataset.labels, metric, device)[1]
+
+    return drop
 
 
 def _latency_ratio(analysis, groups, scores, input_shapes, device, runs):

@@ -197,9 +197,13 @@ def _summary(result, output) -> list[str]:
 @click.option("--target-latency", type=float, help="Keep at most this fraction of the dense model's ONNX Runtime "
               "latency on this machine (--device), measured per candidate.")
 @click.option("--exclude", metavar="REGEX", help="Keep whole every group with a node whose name matches REGEX.")
-@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]),
-              help="How much to cut where: the same ratio everywhere, a global ranking of normalized scores, or "
-                   "from each group's measured sensitivity (needs --target-macs and --calib).")
+@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity", "search"]),
+              help="How much to cut where: the same ratio everywhere, a global ranking of normalized scores, "
+                   "from each group's measured sensitivity, or searched over candidate models (the last two need "
+                   "--target-macs and --calib).")
+@click.option("--search-candidates", type=int, default=24, show_default=True,
+              help="Pruned models --allocation search evaluates.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --allocation search.")
 @click.option("--sensitivity-ratios", metavar="R1,R2,...", help="Ratios each group is measured at for "
               "--allocation sensitivity (default 0.1,0.2,0.3,0.5,0.7).")
 @click.option("--jobs", type=int, default=1, show_default=True,
@@ -251,7 +255,7 @@ def _summary(result, output) -> list[str]:
               "to the Gram diagonal (default 0.1).")
 @image_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
-def prune(model, output, ratio, criterion, global_ranking, target_macs, target_params, target_latency, exclude, allocation, sensitivity_ratios, jobs, round_to, min_keep, max_ratio, reduction,
+def prune(model, output, ratio, criterion, global_ranking, target_macs, target_params, target_latency, exclude, allocation, search_candidates, seed, sensitivity_ratios, jobs, round_to, min_keep, max_ratio, reduction,
           normalize, input_shape, prune_norm_spaces, report_path, plan_out, html_path, as_json, no_verify, val_data,
           labels, metric, max_drop, force, calib_data, batch_size, max_samples, loss, fallback_criterion, device,
           recover, repair_steps, ridge, image_size, mean, std, layout, channel_order, quiet):
@@ -272,7 +276,8 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, target_p
                        progress=False if (quiet or as_json) else None, recover=recover,
                        recover_options=_recover_options(repair_steps, ridge), allocation=allocation,
                        sensitivity_ratios=_ratios(sensitivity_ratios), jobs=jobs, target_params=target_params,
-                       exclude=exclude, target_latency=target_latency)
+                       exclude=exclude, target_latency=target_latency, search_candidates=search_candidates,
+                       seed=seed)
     _write_outputs(result, output, report_path, plan_out, html_path)
     if as_json:
         click.echo(json.dumps(result.report, indent=1))
