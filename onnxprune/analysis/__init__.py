@@ -16,6 +16,7 @@ from .fold import check_channel_dependent_values
 from .groups import PruneGroup, build_groups
 from .rules import rule_for
 from .spaces import SpaceTable
+from .untie import untie_shape_targets
 
 MAX_PASSES = 64
 
@@ -76,15 +77,17 @@ def analyze(model: onnx.ModelProto, options: AnalysisOptions | None = None, in_p
     options = options or AnalysisOptions()
     work = model if in_place else copy.deepcopy(model)
     name_nodes(work)
+    untie_shape_targets(work)
     copies = untie_shared_constants(work)
     shapes = infer_shapes(work)
     cost_shapes = infer_shapes(with_input_shapes(work, options.input_shapes))
     store = WeightStore(work.graph)
     opset = default_opset(work)
     cuts: dict = {}
+    grains: dict = {}
     notes: list = []
     for passes in range(1, MAX_PASSES + 1):
-        table = SpaceTable(cuts=cuts)
+        table = SpaceTable(cuts=cuts, grains=grains)
         ctx = RuleContext(work, shapes, cost_shapes, store, table, opset, options)
         ctx.node_index = {n.name: i for i, n in enumerate(work.graph.node)}
         notes = []
@@ -96,7 +99,7 @@ def analyze(model: onnx.ModelProto, options: AnalysisOptions | None = None, in_p
                 table.block(amap, f"reaches graph output '{out.name}'")
         if not table.new_cut:
             break
-        cuts = table.cuts
+        cuts, grains = table.cuts, table.grains
     groups = build_groups(ctx.table, ctx.members)
     return Analysis(work, copies, ctx, groups, options, passes, notes)
 

@@ -20,7 +20,7 @@ UNKNOWN_DIM = -(2**40)
 MAX_ELEMENTS = 4096
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Max": np.maximum, "Min": np.minimum}
 _LAYOUT = ("Gather", "Unsqueeze", "Squeeze", "Reshape", "Transpose", "Slice", "Identity", "Cast", "Concat")
-FOLDABLE = set(_BINARY) | set(_LAYOUT) | {"Div", "Neg", "ConstantOfShape", "Range", "Shape"}
+FOLDABLE = set(_BINARY) | set(_LAYOUT) | {"Div", "Neg", "ConstantOfShape", "Range", "Shape", "Equal", "Where"}
 
 
 def fold(ctx, name: str):
@@ -103,7 +103,7 @@ def _eval_mask(node, vals, masks, out_shape):
         else:
             mvals = [masks[0].astype(np.int64)] + list(vals[1:])
         return np.asarray(_eval(node, "Identity" if op == "Cast" else op, mvals)).astype(bool).reshape(out_shape)
-    if op in _BINARY or op in ("Div", "Neg"):
+    if op in _BINARY or op in ("Div", "Neg", "Equal", "Where"):
         out = _zeros(out_shape)
         for m in masks:
             if m is not None:
@@ -127,6 +127,10 @@ def _eval(node, op, vals):
         return a // b if a.dtype.kind in "iu" and b.dtype.kind in "iu" else a / b
     if op == "Neg":
         return -x
+    if op == "Equal":
+        return np.equal(vals[0], vals[1])
+    if op == "Where":  # expand(..., -1, ...) as exported: Where(Equal(shape, -1), ones, shape)
+        return np.where(vals[0].astype(bool), vals[1], vals[2])
     if op == "Gather":
         return np.take(x, vals[1], axis=attr(node, "axis", 0))
     if op in ("Unsqueeze", "Squeeze"):

@@ -14,6 +14,12 @@ Flatten of (C, H, W) is ``(Seg(s, C, inner=H*W),)`` and a channels-last flatten 
 Spaces are created per *origin* (an op output axis). When a Split or Slice cuts a space
 in the middle, the cut is recorded on every origin of its class and the analysis is run
 again with those origins created already cut; the loop ends when no new cut appears.
+
+An origin may also have a *grain* (attention heads): its channels are then blocks of
+``grain`` consecutive positions, created as ``Seg(space, size // grain, inner=grain)``.
+A Reshape that splits the hidden axis into (heads, head_dim) asks for grain = head_dim
+(:meth:`SpaceTable.request_grain`), and the next pass creates the origin with whole heads
+as channels. Cuts are kept in positions, so they survive a change of grain.
 """
 
 from __future__ import annotations
@@ -119,7 +125,8 @@ def new_length(amap: AxisMap, count_of) -> int:
 class SpaceInfo:
     size: int
     origin: str  # which op output axis created it
-    offset: int  # its first channel within that origin
+    offset: int  # its first position within that origin's axis
+    grain: int = 1  # positions per channel (head_dim for attention heads)
 
 
 @dataclass
@@ -127,6 +134,7 @@ class SpaceTable:
     """Union-find of spaces, with blocking reasons, cuts and equal-count ties."""
 
     cuts: dict[str, set[int]] = field(default_factory=dict)
+    grains: dict[str, int] = field(default_factory=dict)
     spaces: list[SpaceInfo] = field(default_factory=list)
     parent: list[int] = field(default_factory=list)
     blocked: dict[int, list[str]] = field(default_factory=dict)
@@ -138,13 +146,20 @@ class SpaceTable:
     def create(self, origin: str, size: int) -> AxisMap:
         """Spaces for a fresh channel axis of ``size``, pre-cut where earlier passes asked."""
         bounds = sorted({0, size} | {c for c in self.cuts.get(origin, ()) if 0 < c < size})
+        g = self.grains.get(origin, 1)
+        conflict = g > 1 and any(b % g for b in bounds)
+        if conflict:
+            g = 1
         segs = []
         for a, b in zip(bounds, bounds[1:]):
             sid = len(self.spaces)
-            self.spaces.append(SpaceInfo(b - a, origin, a))
+            self.spaces.append(SpaceInfo((b - a) // g, origin, a, g))
             self.parent.append(sid)
-            segs.append(Seg(sid, b - a))
-        return make_map(segs)
+            segs.append(Seg(sid, (b - a) // g, inner=g))
+        amap = make_map(segs)
+        if conflict:
+            self.block(amap, "a Split/Slice cuts inside an attention head")
+        return amap
 
     # -- union-find -----------------------------------------------------------
     def find(self, s: int) -> int:
@@ -196,10 +211,23 @@ class SpaceTable:
         root = self.find(space)
         for s in self.members_of_class(root):
             info = self.spaces[s]
-            pos = info.offset + at
+            pos = info.offset + at * info.grain
             cuts = self.cuts.setdefault(info.origin, set())
             if pos not in cuts:
                 cuts.add(pos)
+                self.new_cut = True
+
+    def request_grain(self, space: int, factor: int) -> None:
+        """Ask that every origin of ``space``'s class be created next pass with channels
+        ``factor`` times coarser (whole attention heads, or whole K/V head groups)."""
+        if factor <= 1:
+            return
+        root = self.find(space)
+        for s in self.members_of_class(root):
+            info = self.spaces[s]
+            want = info.grain * factor
+            if self.grains.get(info.origin, 1) < want:
+                self.grains[info.origin] = want
                 self.new_cut = True
 
     def _cut_inside(self, seg: Seg, rel: int) -> bool:

@@ -83,10 +83,61 @@ def matmul(node: onnx.NodeProto, ctx) -> None:
         ctx.costs.append(Cost(node.name, "MatMul", ctx.const_source(a)[0],
                               None if dims is None else float(math.prod(dims)) / dims[-2]))
     else:
-        ctx.block_inputs(node, f"MatMul '{node.name}' of two activations (attention) has no channel rule yet")
+        if a_is_w or b_is_w:
+            ctx.block_inputs(node, f"MatMul '{node.name}': constant operand of rank > 2")
+        else:
+            _activation_matmul(node, ctx, a, b, y, ra, rb, ry)
         dims_a, dims_y = ctx.cost_dims(a), ctx.cost_dims(y)
         fixed = None if dims_a is None or dims_y is None else float(math.prod(dims_y)) * dims_a[-1]
         ctx.costs.append(Cost(node.name, "MatMul", None, None if fixed is None else 1.0, fixed or 0.0))
+
+
+def _activation_matmul(node, ctx, a, b, y, ra, rb, ry) -> None:
+    """MatMul of two activations (attention scores Q·Kᵀ, context P·V).
+
+    Batch axes broadcast like an elementwise op: their channels (attention heads) are
+    unified across both operands and the output. The rows of ``a`` and the columns of
+    ``b`` pass through. The contracted axis mixes the two operands' channels, so channels
+    there block. Heads laid out at different granularities (grouped-query attention: K/V
+    heads repeated for several query heads) make the finer side's origins coarser.
+    """
+    contracted = ((a, ra - 1), (b, rb - 2))
+    for t, ax in contracted:
+        amap = ctx.amap(t, ax)
+        if amap is not None:
+            ctx.block(amap, node, "contracts channels between two activations")
+    rows, cols = ctx.amap(a, ra - 2), ctx.amap(b, rb - 1)
+    if rows is not None:
+        ctx.set_amap(y, ry - 2, rows)
+    if cols is not None:
+        ctx.set_amap(y, ry - 1, cols)
+    for out_axis in range(ry - 2):
+        located = [(t, out_axis - (ry - r)) for t, r in ((a, ra), (b, rb))]
+        maps = [ctx.amap(t, ax) for t, ax in located if ax >= 0]
+        tracked = [m for m in maps if m is not None]
+        if not tracked:
+            continue
+        amap = tracked[0]
+        if len(tracked) == 2 and not unify_heads(ctx, tracked[0], tracked[1], f"MatMul '{node.name}'"):
+            continue
+        for t, ax in located:
+            if ax >= 0 and ctx.amap(t, ax) is None and ctx.dim(t, ax) != 1:
+                ctx.block(amap, node, f"axis {ax} of '{t}' broadcasts against channels")
+        ctx.set_amap(y, out_axis, amap)
+
+
+def unify_heads(ctx, x, z, why: str) -> bool:
+    """Unify two head axes; when one is one run of channels ``r`` times finer than the
+    other's (query heads vs shared K/V heads), ask for coarser channels (next pass) and
+    return False."""
+    if len(x) == 1 and len(z) == 1 and x[0].space is not None and z[0].space is not None:
+        sx, sz = x[0], z[0]
+        if sx.outer == sz.outer == 1 and sx.length == sz.length and sx.inner != sz.inner:
+            fine, coarse = (sx, sz) if sx.inner < sz.inner else (sz, sx)
+            if coarse.inner % fine.inner == 0:
+                ctx.table.request_grain(fine.space, coarse.inner // fine.inner)
+                return False
+    return ctx.table.unify(x, z, why)
 
 
 __all__ = ["gemm", "matmul", "norm_axis"]

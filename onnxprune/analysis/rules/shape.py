@@ -4,8 +4,8 @@ Pad, Resize, Tile, Expand, Gather on a non-channel axis.
 Reshape merges a channel axis with untracked neighbours (channel c becomes a block of
 features) when its target shape can be proven and rewritten: a constant, or a
 Shape→Gather→Concat chain whose entry for that axis is -1, a constant, or the size of the
-same channels elsewhere. Splitting a channel axis (attention heads) is not supported yet
-and blocks.
+same channels elsewhere. Splitting a channel axis into (heads, head_dim) makes whole heads
+the channels (see :func:`_split_heads`); any other split blocks.
 """
 
 from __future__ import annotations
@@ -15,143 +15,10 @@ import math
 import numpy as np
 import onnx
 
-from ..context import Fixup, attr, norm_axis
-from ..spaces import scale_map
+from ..context import attr, norm_axis
+from ..spaces import Seg, scale_map
 from . import register
-
-# ----------------------------------------------------------------- fixups
-
-
-class SetConstElement(Fixup):
-    """Entry ``index`` of a 1-D integer constant becomes the new length of ``amap``."""
-
-    def __init__(self, tensor: str, index: int, amap):
-        self.tensor, self.index = tensor, index
-        self.amaps = (amap,)
-
-    def apply(self, surgery) -> None:
-        value = surgery.store.get(self.tensor).copy()
-        flat = value.reshape(-1)
-        flat[self.index] = surgery.new_length(self.amaps[0])
-        surgery.store.set(self.tensor, value)
-
-
-class SetInputElement(Fixup):
-    """Entry ``k`` of input ``index`` (a constant or a folded value) becomes the new length
-    of ``amap``; the input is rewritten as a constant."""
-
-    def __init__(self, node_index: int, index: int, k: int, value, amap):
-        self.node_index, self.index, self.k = node_index, index, k
-        self.value = value
-        self.amaps = (amap,)
-
-    def apply(self, surgery) -> None:
-        node = surgery.node(self.node_index)
-        current = surgery.input_value(node, self.index)
-        arr = (self.value if current is None else current).copy()
-        arr.reshape(-1)[self.k] = surgery.new_length(self.amaps[0])
-        surgery.set_input_value(node, self.index, arr, "sizes")
-
-
-# --------------------------------------------------------- shape vectors
-
-LIT, DIM, UNKNOWN = "lit", "dim", "unknown"
-
-
-def shape_elements(ctx, name: str, depth: int = 0):
-    """Symbolic value of a 1-D shape tensor: a list of (kind, value, location) per entry.
-
-    kind LIT: an integer, with location (constant tensor, flat index) where it is stored;
-    DIM: value (tensor, axis) read by a Shape op; UNKNOWN: anything else. None when even
-    the length is unknown.
-    """
-    if depth > 32 or not name:
-        return None
-    src = ctx.const_source(name)
-    if src is not None:
-        value = ctx.store.get(src[0]).reshape(-1)
-        loc_ok = src[1] is None
-        return [(LIT, int(v), (src[0], k) if loc_ok else None) for k, v in enumerate(value)]
-    node = ctx.producers.get(name)
-    if node is None or node.domain not in ("", "ai.onnx"):
-        return None
-    op = node.op_type
-    if op == "Shape":
-        t = node.input[0]
-        r = ctx.rank(t)
-        if r is None:
-            return None
-        start = norm_axis(attr(node, "start", 0), r)
-        end = attr(node, "end", None)
-        end = r if end is None else norm_axis(end, r)
-        return [(DIM, (t, a), None) for a in range(max(0, start), min(r, end))]
-    if op in ("Identity", "Cast", "Squeeze", "Unsqueeze"):
-        return shape_elements(ctx, node.input[0], depth + 1)
-    if op == "Concat":
-        out = []
-        for i in node.input:
-            part = shape_elements(ctx, i, depth + 1)
-            if part is None:
-                return None
-            out.extend(part)
-        return out
-    if op == "Gather" and attr(node, "axis", 0) == 0:
-        data = shape_elements(ctx, node.input[0], depth + 1)
-        idx = ctx.const(node.input[1])
-        if data is None or idx is None:
-            return None
-        try:
-            return [data[int(i)] for i in idx.reshape(-1)]
-        except IndexError:
-            return None
-    if op == "Slice" and len(node.input) >= 3:
-        data = shape_elements(ctx, node.input[0], depth + 1)
-        starts, ends = ctx.const(node.input[1]), ctx.const(node.input[2])
-        steps = ctx.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
-        if data is None or starts is None or ends is None:
-            return None
-        step = 1 if steps is None else int(steps.reshape(-1)[0])
-        return data[slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]), step)]
-    from ..fold import fold_partial
-
-    got = fold_partial(ctx, name)
-    if got is not None and got[0].ndim <= 1:
-        return [(UNKNOWN, None, None) if got[1] or unknown else (LIT, int(v), None)
-                for v, unknown in zip(got[0].reshape(-1), got[2].reshape(-1))]
-    shape = ctx.shape(name)
-    if shape == []:
-        return [(UNKNOWN, None, None)]
-    if shape is not None and len(shape) == 1 and isinstance(shape[0], int):
-        return [(UNKNOWN, None, None)] * shape[0]
-    return None
-
-
-def require_entry(node, ctx, entry, amap, same_axis: tuple | None) -> bool:
-    """Make sure a shape entry stays right once ``amap``'s channels shrink.
-
-    ``same_axis``: (tensor, axis) whose size a 0 entry copies, when that copy is right.
-    """
-    kind, value, loc = entry
-    if kind == LIT:
-        if value == -1 or (value == 0 and same_axis is not None and not attr(node, "allowzero", 0)):
-            return True
-        if value > 0 and loc is not None:
-            ctx.add_fixup(SetConstElement(loc[0], loc[1], amap))
-            return True
-        ctx.block(amap, node, f"target entry {value} cannot be rewritten")
-        return False
-    if kind == DIM and ctx.amap(*value) == amap:
-        return True
-    ctx.block(amap, node, "target shape is computed in a way that cannot be proven")
-    return False
-
-
-# ----------------------------------------------------------------- rules
-
-
-def _ints(dims) -> bool:
-    return all(isinstance(d, int) for d in dims)
-
+from .shape_values import DIM, LIT, SetInputElement, _ints, require_entry, shape_elements
 
 @register("Flatten")
 def flatten(node: onnx.NodeProto, ctx) -> None:
@@ -199,7 +66,37 @@ def match_dims(src: list, dst: list):
         hi_s, hi_d = hi_s - 1, hi_d - 1
         tail.insert(0, ([hi_s], [hi_d]))
     middle = _match_middle(src, dst, lo, hi_s, hi_d)
+    if len(middle) == 1 and hi_s - lo > 1:
+        middle = _match_suffix(src, dst, lo, hi_s, hi_d) or middle
     return [([k], [k]) for k in range(lo)] + middle + tail
+
+
+def _match_suffix(src, dst, lo, hi_s, hi_d):
+    """Group trailing static axes with equal products (row-major: the leading rest then
+    has equal products too, whatever its dynamic dims); the rest is one group. For
+    (?, ?, 32) -> (?, ?, 4, 8) when the dynamic dims cannot be matched one by one."""
+    groups, i, j = [], hi_s - 1, hi_d - 1
+    while i >= lo and j >= lo and isinstance(src[i], int) and isinstance(dst[j], int):
+        ii, jj, pa, pb = [i], [j], src[i], dst[j]
+        while pa != pb:
+            if pa < pb:
+                i -= 1
+                if i < lo or not isinstance(src[i], int):
+                    return None
+                ii.insert(0, i)
+                pa *= src[i]
+            else:
+                j -= 1
+                if j < lo or not isinstance(dst[j], int):
+                    return None
+                jj.insert(0, j)
+                pb *= dst[j]
+        groups.insert(0, (ii, jj))
+        i, j = i - 1, j - 1
+    if not groups:
+        return None
+    rest = (list(range(lo, i + 1)), list(range(lo, j + 1)))
+    return ([rest] if rest[0] or rest[1] else []) + groups
 
 
 def _match_middle(src, dst, lo, hi_s, hi_d):
@@ -277,6 +174,9 @@ def reshape(node: onnx.NodeProto, ctx) -> None:
     if src is not None and (dst is None or any(d is None for d in dst)):
         dst = _target_dims(ctx, node, src, entries) or dst
     groups = None if src is None or dst is None else match_dims(src, dst)
+    if groups is not None and any(len(g[0]) > 1 and len(g[1]) > 1 and any(a in tracked for a in g[0])
+                                  for g in groups):
+        groups = _match_by_traced_dims(ctx, x, src, dst, entries) or groups
     if groups is None:
         ctx.block_inputs(node, f"Reshape '{node.name}': cannot match input and output axes")
         return
@@ -284,11 +184,14 @@ def reshape(node: onnx.NodeProto, ctx) -> None:
     for axis, amap in tracked.items():
         ins, outs = next(g for g in groups if axis in g[0])
         if len(outs) != 1 and len(ins) > 1:
-            ctx.block(amap, node, "reshapes a channel axis together with axes of unknown size or order "
-                                  "(attention heads are not supported yet)")
+            ctx.block(amap, node, "reshapes a channel axis together with axes of unknown size or order")
             continue
         if len(outs) != 1:
-            ctx.block(amap, node, "splits a channel axis into several (attention heads are not supported yet)")
+            if len(ins) != 1 or ins[0] != len(src) - 1 or outs[-1] != len(dst) - 1:
+                ctx.block(amap, node, "splits a channel axis into several (only the last axis into "
+                                      "(heads, head_dim) is supported)")
+            elif _split_heads(node, ctx, amap, dst, outs, entries):
+                accepted.add(outs[0])
             continue
         others = [a for a in ins if a != axis]
         if any(a in tracked for a in others):
@@ -304,6 +207,66 @@ def reshape(node: onnx.NodeProto, ctx) -> None:
             ctx.set_amap(y, o, new)
             accepted.add(o)
     _claim_entries(node, ctx, 1, accepted)
+
+
+def _match_by_traced_dims(ctx, x, src, dst, entries):
+    """Match a reshape's axes when shape inference lost its dynamic dims, by where the
+    dims are read from: an Expand's output (K/V repeated for grouped-query attention)
+    and the target both take (batch, seq) from one tensor's Shape, so those entries are
+    equal whatever their size."""
+    producer = ctx.producers.get(x)
+    if producer is None or producer.op_type != "Expand":
+        return None
+    src_entries = shape_elements(ctx, producer.input[1])
+    if src_entries is None or len(src_entries) != len(src):
+        return None
+
+    def token(dim, entry):
+        if isinstance(dim, int):
+            return dim
+        kind, value, _ = entry
+        if kind == DIM:
+            d = ctx.dim(*value)
+            return d if isinstance(d, int) else ("dim",) + tuple(value)
+        if kind == LIT and value > 0:
+            return value
+        return None
+
+    return match_dims([token(d, e) for d, e in zip(src, src_entries)],
+                      [token(d, e) for d, e in zip(dst, entries)])
+
+
+def _split_heads(node, ctx, amap, dst, outs, entries) -> bool:
+    """(..., H) -> (..., heads, head_dim): the channels become whole heads.
+
+    The channel axis must be one space whose channels are blocks of ``g`` positions. When
+    ``g`` is a multiple of head_dim the heads axis gets ``Seg(space, n, inner=g // head_dim)``
+    (several heads per channel: grouped-query attention) and head_dim stays fixed; when
+    head_dim is a multiple of ``g`` the space's origins are asked for coarser channels
+    (next pass). The heads entry of the target is rewritten (or is -1)."""
+    if len(outs) != 2:
+        ctx.block(amap, node, "splits a channel axis into more than two axes")
+        return False
+    hd = dst[outs[1]]
+    if len(amap) != 1 or amap[0].space is None or amap[0].outer != 1 or not isinstance(hd, int) or hd <= 0:
+        ctx.block(amap, node, "splits a channel axis whose layout is not one run of whole heads")
+        return False
+    seg = amap[0]
+    if seg.inner % hd == 0:
+        heads = (Seg(seg.space, seg.size, seg.inner // hd),)
+        entry = entries[outs[1]]
+        if entry[0] == DIM:
+            ctx.block(amap, node, "head size is read from a tensor's shape")
+            return False
+        if require_entry(node, ctx, entries[outs[0]], heads, None):
+            ctx.set_amap(node.output[0], outs[0], heads)
+            return True
+        return False
+    if hd % seg.inner == 0 and (seg.size * seg.inner) % hd == 0:
+        ctx.table.request_grain(seg.space, hd // seg.inner)
+        return False
+    ctx.block(amap, node, f"splits channels into heads of {hd} that do not align with its channel blocks")
+    return False
 
 
 def _claim_entries(node, ctx, index: int, accepted: set, offset: int = 0) -> None:
