@@ -48,6 +48,16 @@ def too_big_to_serialize(model: onnx.ModelProto) -> bool:
     return approx_size(model) >= PROTOBUF_LIMIT
 
 
+LARGE_MODEL_BYTES = 1 << 29
+
+
+def run_from_disk(model: onnx.ModelProto) -> bool:
+    """Large enough (512 MiB, or past the protobuf limit) that a runtime should read it
+    from a file with external data, which it maps, rather than from serialized bytes:
+    those bytes and the runtime's copy of them would hold the weights twice more."""
+    return approx_size(model) >= min(LARGE_MODEL_BYTES, PROTOBUF_LIMIT)
+
+
 def _left_out(t: onnx.TensorProto) -> bool:
     """Whether :func:`skeleton` leaves this initializer out."""
     return math.prod(t.dims) > SKELETON_MAX_ELEMENTS and t.data_type in _FLOATS

@@ -1,6 +1,9 @@
 """Apply a Plan: slice every member, run the rules' fixups, tidy the graph.
 
-Pure: works on a copy of the analysis's working model and returns a new ModelProto.
+Pure: works on a copy of the analysis's working model and returns a new ModelProto
+(unless told to consume the analysis). Weights the loader left on disk (models past the
+protobuf limit) are read one at a time and only their sliced values written into the
+model; the ones kept whole are written in at the end, so the result stands alone.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from .analysis.spaces import kept_positions, new_length
-from .weights import WeightStore, remove_unused, retie_constants
+from .weights import WeightStore, load_from_disk, remove_unused, retie_constants
 
 
 class Surgery:
@@ -117,10 +120,13 @@ class Surgery:
                     if len(pos) != new.shape[m.axis]:
                         new = np.take(new, pos, axis=m.axis)
             if new is not value:
+                value = None  # the old weight goes before its replacement is written
                 self.store.set(tensor, new)
+            value = new = None
         for fixup in self.analysis.ctx.fixups:
             fixup.apply(self)
         finish(self.model, self.analysis.copies)
+        load_from_disk(self.model)  # weights kept whole, when the loader left them on disk
         return self.model
 
     def _slice_grouped(self, w: np.ndarray, m) -> np.ndarray:

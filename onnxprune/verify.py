@@ -12,8 +12,8 @@ import onnx
 
 from .errors import VerificationError
 from .model import one_line, write_external
-from .shapes import skeleton, too_big_to_serialize
-from .runtime import needs_lowering, random_inputs, runnable_bytes, session
+from .shapes import run_from_disk, skeleton
+from .runtime import max_ir_version, needs_lowering, random_inputs, runnable_bytes, session
 
 
 def _io(vi):
@@ -34,7 +34,9 @@ def verify_model(expected_io: dict, pruned: onnx.ModelProto, input_shapes=None, 
     :func:`io_signature` is ``expected_io``.
 
     Returns the serialized pruned model when it was serialized unchanged for the runtime
-    (callers can write those bytes instead of serializing again)."""
+    (callers can write those bytes instead of serializing again). Large models (see
+    :func:`~onnxprune.shapes.run_from_disk`) are run from a temporary file with external
+    data instead, and None is returned."""
     if io_signature(pruned) != expected_io:
         raise VerificationError("pruned model's graph inputs/outputs differ from the original's (a bug)")
     try:
@@ -45,15 +47,18 @@ def verify_model(expected_io: dict, pruned: onnx.ModelProto, input_shapes=None, 
         raise VerificationError(f"pruned model fails onnx.checker (a bug): {one_line(exc)}") from None
     if not run or not _runnable(pruned):
         return None
-    big = too_big_to_serialize(pruned)
+    big = run_from_disk(pruned)
     data = None if big else runnable_bytes(pruned)
     try:
         feeds = random_inputs(pruned, input_shapes)
-        if big:  # past the protobuf limit: the runtime reads it from disk, weights beside it
+        if big:  # large: the runtime maps it from disk, weights beside it (never serialized whole)
             with tempfile.TemporaryDirectory(prefix="onnxprune-verify-") as tmp:
                 path = Path(tmp) / "model.onnx"
-                write_external(pruned, path, "model.onnx.data")
-                outs = session(str(path), full_optimization=False).run(None, feeds)
+                write_external(pruned, path, "model.onnx.data",
+                               ir_version=max_ir_version() if needs_lowering(pruned) else None)
+                sess = session(str(path), full_optimization=False)
+                outs = sess.run(None, feeds)
+                del sess  # the runtime's mapping of the weights goes with it
         else:
             outs = session(data, full_optimization=False).run(None, feeds)
     except Exception as exc:

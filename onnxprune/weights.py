@@ -9,7 +9,9 @@ that are still identical when saving.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import sys
 
 import numpy as np
@@ -22,6 +24,11 @@ UNTIED_SUFFIX = "__onnxprune_use"
 
 
 CACHE_MAX_BYTES = 256 << 20
+# Over large models (weights left on disk, or this many bytes of initializers) the cache
+# holds values read, at most CACHE_BUDGET_BYTES in all, and no value written: cached
+# values are copies, and caching every weight would hold the model a second time.
+BOUNDED_CACHE_MODEL_BYTES = 1 << 29
+CACHE_BUDGET_BYTES = 64 << 20
 
 
 class WeightStore:
@@ -37,6 +44,25 @@ class WeightStore:
                 if attr is not None:
                     self._const_nodes[node.output[0]] = (node, attr)
         self._cache: dict[str, np.ndarray] = {}
+        self._cached_bytes = 0
+        large = any(on_disk(t) for t in self._init.values()) or \
+            sum(_declared_nbytes(t) for t in self._init.values()) >= BOUNDED_CACHE_MODEL_BYTES
+        self._budget = CACHE_BUDGET_BYTES if large else None
+
+    def _remember(self, name: str, value: np.ndarray, written: bool = False) -> None:
+        self._forget(name)
+        if self._budget is not None:  # bounded: what does not fit is read again when needed,
+            if written or self._cached_bytes + value.nbytes > self._budget:  # and a value
+                return  # written is in the model already (read back in its dtype)
+        elif not written and value.nbytes > CACHE_MAX_BYTES:
+            return
+        self._cache[name] = value
+        self._cached_bytes += value.nbytes
+
+    def _forget(self, name: str) -> None:
+        old = self._cache.pop(name, None)
+        if old is not None:
+            self._cached_bytes -= old.nbytes
 
     def __contains__(self, name: str) -> bool:
         return name in self._init or name in self._const_nodes
@@ -58,8 +84,8 @@ class WeightStore:
         else:
             node, attr = self._const_nodes[name]
             value = _constant_array(attr)
-        if value.nbytes <= CACHE_MAX_BYTES:  # huge weights are read again when needed instead
-            self._cache[name] = value  # of being held twice (array + protobuf payload)
+        if not _mapped(value):  # mapped weights are mapped again instead, and huge ones are
+            self._remember(name, value)  # read again rather than held twice
         return value
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -71,31 +97,38 @@ class WeightStore:
         return tuple(self.get(name).shape)
 
     def set(self, name: str, value: np.ndarray) -> None:
-        """Replace a constant's value, keeping its dtype and its location."""
+        """Replace a constant's value, keeping its dtype and its location (a weight left
+        on disk by the loader is written into the model, as loading it would have)."""
         if name in self._init:
             old = self._init[name]
             arr = np.ascontiguousarray(np.asarray(value).astype(_np_dtype(old.data_type), copy=False))
-            if old.HasField("raw_data") and sys.byteorder == "little" and arr.dtype.kind in "fiub":
+            disk = on_disk(old)
+            if (disk or old.HasField("raw_data")) and sys.byteorder == "little" and arr.dtype.kind in "fiub":
                 # in place: one copy of the payload instead of three
+                if disk:
+                    _detach(old)
                 del old.dims[:]
                 old.dims.extend(arr.shape)
                 old.raw_data = arr.tobytes()
             else:
                 old.CopyFrom(_from_array_typed(value, old.data_type, name))
             if arr.nbytes > CACHE_MAX_BYTES:
-                self._cache.pop(name, None)
+                self._forget(name)
                 return
         else:
             node, attr = self._const_nodes[name]
             if attr.type != onnx.AttributeProto.TENSOR:
                 raise UnsupportedModelError(f"Constant node {node.name or name}: cannot rewrite a non-tensor value")
             attr.t.CopyFrom(_from_array_typed(value, attr.t.data_type, attr.t.name))
-        self._cache[name] = np.asarray(value)
+        self._remember(name, np.asarray(value), written=True)
 
 
 def tensor_array(t: onnx.TensorProto) -> np.ndarray:
     """A tensor's values; raw little-endian payloads are viewed, not copied twice
-    (numpy_helper.to_array copies a 1 GB weight twice)."""
+    (numpy_helper.to_array copies a 1 GB weight twice); weights the loader left on disk
+    are read from their file."""
+    if on_disk(t):
+        return _disk_array(t)
     if t.HasField("raw_data") and t.data_location != onnx.TensorProto.EXTERNAL and sys.byteorder == "little":
         try:
             dtype = np.dtype(_np_dtype(t.data_type))
@@ -107,6 +140,134 @@ def tensor_array(t: onnx.TensorProto) -> np.ndarray:
                 raise ValueError(f"{len(raw)} bytes for dims {list(t.dims)} of {dtype}")
             return np.frombuffer(raw, dtype=dtype).reshape(tuple(t.dims))
     return numpy_helper.to_array(t)
+
+
+# ------------------------------------------------------------- weights left on disk
+#
+# A model past the protobuf limit cannot be held twice: the loader (model.load_model)
+# leaves its large external weights in their files, with the ``location`` made absolute
+# and the file registered here, and every reader goes through :func:`tensor_array`. A
+# weight is written into the model only when surgery replaces it (its sliced value) or,
+# for the ones kept whole, at the end of surgery (:func:`load_from_disk`): the input's
+# payloads are never all in memory at once, and none is held next to its replacement for
+# longer than one slice. Only files the loader checked are read this way; any other
+# external reference keeps onnx's own handling.
+
+_DISK_FILES: set[str] = set()
+DISK_MAP_MIN_BYTES = 1 << 20  # weights from this size on are mapped rather than read
+
+
+def _disk_ref(t: onnx.TensorProto) -> tuple[str, int, int | None]:
+    location, offset, length = "", 0, None
+    for entry in t.external_data:
+        if entry.key == "location":
+            location = entry.value
+        elif entry.key == "offset":
+            offset = int(entry.value)
+        elif entry.key == "length":
+            length = int(entry.value)
+    return location, offset, length
+
+
+def on_disk(t: onnx.TensorProto) -> bool:
+    """Whether the loader left this tensor's payload in its (checked) file."""
+    return t.data_location == onnx.TensorProto.EXTERNAL and _disk_ref(t)[0] in _DISK_FILES
+
+
+def payload_nbytes(t: onnx.TensorProto) -> int:
+    """Bytes of a tensor's values as its dims and dtype say (no payload is read)."""
+    return math.prod(t.dims) * np.dtype(_np_dtype(t.data_type)).itemsize
+
+
+def _declared_nbytes(t: onnx.TensorProto) -> int:
+    try:
+        return payload_nbytes(t)
+    except (KeyError, ValueError, TypeError):
+        return 0
+
+
+def leave_on_disk(t: onnx.TensorProto, path: str) -> None:
+    """Point external tensor ``t`` at ``path`` (absolute, already checked by the caller)
+    and let :func:`tensor_array` read it from there."""
+    path = os.path.realpath(path)
+    for entry in t.external_data:
+        if entry.key == "location":
+            entry.value = path
+    _DISK_FILES.add(path)
+
+
+def _read_disk_bytes(t: onnx.TensorProto) -> bytes:
+    location, offset, length = _disk_ref(t)
+    want = payload_nbytes(t) if length is None else length
+    with open(location, "rb") as f:
+        f.seek(offset)
+        data = f.read(want)
+    if len(data) != want:
+        raise InvalidModelError(f"initializer '{t.name}': its external data file {location} ends early")
+    return data
+
+
+def _disk_array(t: onnx.TensorProto) -> np.ndarray:
+    location, offset, length = _disk_ref(t)
+    dtype = np.dtype(_np_dtype(t.data_type))
+    count = math.prod(t.dims)
+    if length is not None and length != count * dtype.itemsize:
+        raise ValueError(f"{length} bytes for dims {list(t.dims)} of {dtype}")
+    if sys.byteorder != "little" or dtype.kind not in "fiub" or dtype.itemsize == 0:
+        tmp = onnx.TensorProto(data_type=t.data_type, dims=t.dims, raw_data=_read_disk_bytes(t))
+        return numpy_helper.to_array(tmp)
+    if count * dtype.itemsize > DISK_MAP_MIN_BYTES:
+        # mapped, read-only: what is read costs page cache, not a copy (never cached: the
+        # mapping goes with the array)
+        if os.path.getsize(location) < offset + count * dtype.itemsize:
+            raise InvalidModelError(f"initializer '{t.name}': its external data file {location} ends early")
+        return np.memmap(location, dtype=dtype, mode="r", offset=offset, shape=tuple(t.dims)).view(np.ndarray)
+    with open(location, "rb") as f:  # straight into the array: no bytes object in between
+        value = np.fromfile(f, dtype=dtype, count=count, offset=offset)
+    if value.size != count:
+        raise InvalidModelError(f"initializer '{t.name}': its external data file {location} ends early")
+    value.flags.writeable = False  # as a view of a protobuf payload is
+    return value.reshape(tuple(t.dims))
+
+
+def _mapped(value: np.ndarray) -> bool:
+    while isinstance(value, np.ndarray):
+        if isinstance(value, np.memmap):
+            return True
+        value = value.base
+    return False
+
+
+def _detach(t: onnx.TensorProto) -> None:
+    """Turn an on-disk tensor into an in-memory one, as onnx's loader does (the caller
+    sets its payload)."""
+    t.data_location = onnx.TensorProto.DEFAULT
+    del t.external_data[:]
+
+
+def copy_from_disk(t: onnx.TensorProto, out, chunk: int = 64 << 20) -> None:
+    """Copy an on-disk tensor's payload into the open file ``out``, a chunk at a time."""
+    location, offset, length = _disk_ref(t)
+    left = payload_nbytes(t) if length is None else length
+    with open(location, "rb") as f:
+        f.seek(offset)
+        while left:
+            block = f.read(min(chunk, left))
+            if not block:
+                raise InvalidModelError(f"initializer '{t.name}': its external data file {location} ends early")
+            out.write(block)
+            left -= len(block)
+
+
+def load_from_disk(model: onnx.ModelProto) -> None:
+    """Write every weight still left on disk into the model, one at a time, so the model
+    no longer depends on the input's files (what onnx's loader would have produced)."""
+    for t in model.graph.initializer:
+        if on_disk(t):
+            data = _read_disk_bytes(t)
+            _detach(t)
+            t.raw_data = data
+            del data
 
 
 def _constant_value_attr(node: onnx.NodeProto):
@@ -193,10 +354,9 @@ def untie_shared_constants(model: onnx.ModelProto) -> dict[str, str]:
                 new += "_"
             taken.add(new)
             if store.is_initializer(name):
-                tensor = onnx.TensorProto()
+                tensor = graph.initializer.add()  # copied once, straight into the graph
                 tensor.CopyFrom(store._init[name])
                 tensor.name = new
-                graph.initializer.append(tensor)
             else:
                 src, _ = store._const_nodes[name]
                 clone = onnx.NodeProto()
@@ -226,7 +386,8 @@ def retie_constants(model: onnx.ModelProto, copies: dict[str, str]) -> None:
         seen: dict[bytes, str] = {}
         for name in names:
             t = by_name[name]
-            key = bytes([t.data_type]) + repr(list(t.dims)).encode() + _tensor_payload(t)
+            # a digest of the values, not the values: one payload in memory at a time
+            key = bytes([t.data_type]) + repr(list(t.dims)).encode() + _tensor_digest(t)
             if key in seen:
                 rename[name] = seen[key]
             else:
@@ -237,32 +398,36 @@ def retie_constants(model: onnx.ModelProto, copies: dict[str, str]) -> None:
         for i, name in enumerate(node.input):
             if name in rename:
                 node.input[i] = rename[name]
-    keep = [t for t in graph.initializer if t.name not in rename]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    _delete_where(graph.initializer, lambda t: t.name in rename)
 
 
-def _tensor_payload(t: onnx.TensorProto) -> bytes:
-    return numpy_helper.to_array(t).tobytes()
+def _tensor_digest(t: onnx.TensorProto) -> bytes:
+    value = np.ascontiguousarray(tensor_array(t)).reshape(-1)  # one copy at most (to_array makes two)
+    data = value.tobytes() if value.dtype.hasobject else value.view(np.uint8)
+    return hashlib.sha256(data).digest()
+
+
+def _delete_where(items, drop) -> None:
+    """Delete the elements of a repeated protobuf field for which ``drop`` holds, by index:
+    clearing and re-extending would copy every kept element (weights included)."""
+    for i in reversed([i for i, item in enumerate(items) if drop(item)]):
+        del items[i]
 
 
 def remove_unused(model: onnx.ModelProto) -> None:
     """Drop nodes whose outputs nobody reads and initializers nobody uses, in place."""
     graph = model.graph
     needed = {o.name for o in graph.output}
-    keep_nodes = []
-    for node in reversed(graph.node):
+    dead = set()
+    for i in reversed(range(len(graph.node))):
+        node = graph.node[i]
         if any(o in needed for o in node.output if o):
-            keep_nodes.append(node)
             needed.update(n for n in node.input if n)
             needed |= subgraph_references(node)
-    keep_nodes.reverse()
-    if len(keep_nodes) != len(graph.node):
-        del graph.node[:]
-        graph.node.extend(keep_nodes)
-    inits = [t for t in graph.initializer if t.name in needed]
-    if len(inits) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(inits)
+        else:
+            dead.add(i)
+    for i in sorted(dead, reverse=True):  # by index: Constant nodes may hold weights
+        del graph.node[i]
+    _delete_where(graph.initializer, lambda t: t.name not in needed)
 
 
