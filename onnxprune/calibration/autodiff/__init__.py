@@ -5,21 +5,24 @@ dL/dt for chosen tensors ``t``, given seeds dL/ds at some tensors ``s`` (the cal
 its loss head in the graph and names the seed tensors). One ORT run then gives outputs,
 activations and gradients together.
 
-- Only nodes on a path from a wrt tensor to a seed are differentiated; constants,
-  initializers and integer tensors carry no gradient.
+- Only nodes on a path from a wrt tensor to a seed are differentiated; integer tensors,
+  and constants and initializers not in ``wrt``, carry no gradient. A float initializer in
+  ``wrt`` (a weight) is a variable: never folded into a backward constant.
 - A tensor read by several nodes gets the sum of their contributions.
 - A node without a rule (or whose rule cannot apply: unknown shape, unsupported
   attribute) makes every wrt tensor behind it unavailable, with the reason; so does a
-  gradient only partly blocked. Nothing passes silently through an unknown op.
+  gradient only partly blocked. Nothing passes silently through an unknown op. An input a
+  rule has no gradient for (a BatchNormalization running mean, a Clip bound) is
+  unavailable by itself; the node's other inputs still get theirs.
 - Rules live in :mod:`.rules`, one module per op family; each is told which inputs need
-  a gradient, so gradients of constants (weights) can be added rule by rule later.
+  a gradient (activations and parameters alike).
 - The backward nodes hold shape constants for the given ``shapes``: the returned model's
   graph inputs get those concrete dims (ORT then also keeps more of it in its blocked
   layout), and it runs for that input shape only.
 - A gradient output is the backward tensor itself where it can be (no copying Identity).
 - Every rule has a formulation at the model's opset (11+) except scatters whose indices
-  are only known at run time (Gather/GatherElements with computed indices): they need
-  ScatterElements with ``reduction='add'`` (opset 16). The default-domain opset is then
+  are only known at run time (Gather/GatherElements with computed indices, embedding
+  lookups): they need ScatterND/ScatterElements with ``reduction='add'`` (opset 16). The default-domain opset is then
   raised when every node in the model keeps its definition at the new opset; otherwise
   those gradients are unavailable, with the reason.
 """

@@ -119,8 +119,8 @@ def fd_gradient(model: onnx.ModelProto, tensor: str, feeds: dict, projections: d
         return loss(dict(zip(outs, sess.run(outs, {**rest, tensor: value}))), projections)
 
     def central(delta):
-        hi = (base.astype(np.float64) + delta).astype(base.dtype)
-        lo = (base.astype(np.float64) - delta).astype(base.dtype)
+        hi = np.asarray(base.astype(np.float64) + delta).astype(base.dtype)  # 0-d stays an array
+        lo = np.asarray(base.astype(np.float64) - delta).astype(base.dtype)
         d = delta.reshape(-1)
         step = (hi.astype(np.float64) - lo.astype(np.float64)).reshape(-1)
         taken = float(np.dot(step, d)) / float(np.linalg.norm(d))  # the step after rounding to dtype

@@ -13,9 +13,9 @@ _NEVER = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLik
 
 
 class Folder:
-    def __init__(self, graph: onnx.GraphProto, store, producers: dict, shapes: dict, opset: int):
+    def __init__(self, graph: onnx.GraphProto, store, producers: dict, shapes: dict, opset: int, variables=()):
         self.store, self.producers, self.shapes, self.opset = store, producers, shapes, opset
-        self._cache: dict[str, np.ndarray | None] = {}
+        self._cache: dict[str, np.ndarray | None] = {v: None for v in variables}
 
     def value(self, name: str) -> np.ndarray | None:
         if name not in self._cache:

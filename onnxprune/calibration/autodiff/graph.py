@@ -38,7 +38,8 @@ def elem_types(model: onnx.ModelProto) -> dict[str, int]:
 class Builder:
     """Collects the backward nodes and initializers for one forward graph."""
 
-    def __init__(self, model: onnx.ModelProto, shapes: dict, opset: int, types: dict[str, int] | None = None):
+    def __init__(self, model: onnx.ModelProto, shapes: dict, opset: int, types: dict[str, int] | None = None,
+                 variables=()):
         g = model.graph
         self.model, self.graph, self.opset = model, g, opset
         self.shapes = shapes
@@ -52,7 +53,9 @@ class Builder:
         self._taken |= {v.name for v in g.value_info} | {o for n in g.node for o in n.output} | {n.name for n in g.node}
         self._n = 0
         self._consts: dict[tuple, str] = {}
-        self._folder = Folder(g, WeightStore(g), self.producers, shapes, opset)
+        # the wrt tensors are variables even when initializers: never folded into a constant
+        variables = [v for v in variables if self.is_float(v)]
+        self._folder = Folder(g, WeightStore(g), self.producers, shapes, opset, variables)
 
     # ---- names and nodes ----------------------------------------------------------
     def fresh(self, hint: str) -> str:

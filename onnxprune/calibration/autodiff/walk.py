@@ -8,14 +8,14 @@ from onnx import helper
 
 from ...weights import subgraph_references
 from .graph import Builder
-from .rules import NON_DIFFERENTIABLE, NeedsOpset, NoRule, rule_for
+from .rules import NON_DIFFERENTIABLE, NeedsOpset, NoGradient, NoRule, rule_for
 
 
 class Walk:
     def __init__(self, model: onnx.ModelProto, wrt: list[str], seeds: dict[str, str], shapes: dict, opset: int,
                  types: dict[str, int]):
         self.model, self.wrt, self.seeds = model, wrt, seeds
-        self.b = Builder(model, shapes, opset, types)
+        self.b = Builder(model, shapes, opset, types, variables=wrt)
         self.contrib: dict[str, list[str]] = {}
         self.blocked: dict[str, str] = {}
         self.summed: dict[str, str | None] = {}
@@ -93,18 +93,31 @@ class Walk:
             self._block(node, live, f"no backward rule for {label}")
             return
         needs = [bool(i) and i in live for i in node.input]
-        try:
-            got = rule(node, self.b, gy, needs)
-            missing = [k for k, need in enumerate(needs) if need and k not in got]
-            if missing:
-                raise NoRule(f"no gradient for input {missing[0]}")
-        except NeedsOpset as exc:
-            self.needed_opset = max(self.needed_opset, exc.version)
-            self._block(node, live, f"backward of {label} unavailable: {exc}")
-            return
-        except NoRule as exc:
-            self._block(node, live, f"backward of {label} unavailable: {exc}")
-            return
+        while True:
+            try:
+                got = rule(node, self.b, gy, needs)
+                missing = [k for k, need in enumerate(needs) if need and k not in got]
+                if missing:
+                    raise NoGradient(missing, f"no gradient for input {missing[0]}")
+            except NeedsOpset as exc:
+                self.needed_opset = max(self.needed_opset, exc.version)
+                self._block(node, live, f"backward of {label} unavailable: {exc}")
+                return
+            except NoGradient as exc:  # only those inputs are unavailable; the rule runs again without them
+                if not any(0 <= k < len(needs) and needs[k] for k in exc.indices):
+                    self._block(node, live, f"backward of {label} unavailable: {exc}")
+                    return
+                for k in exc.indices:
+                    if 0 <= k < len(needs) and needs[k]:
+                        self.blocked.setdefault(node.input[k], f"backward of {label} unavailable: {exc}")
+                        needs[k] = False
+                if any(needs):
+                    continue
+                return
+            except NoRule as exc:
+                self._block(node, live, f"backward of {label} unavailable: {exc}")
+                return
+            break
         for k, need in enumerate(needs):
             if need and got[k] is not None:
                 self.contrib.setdefault(node.input[k], []).append(got[k])

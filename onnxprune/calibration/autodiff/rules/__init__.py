@@ -7,13 +7,18 @@ A rule is ``fn(node, b, gy, needs) -> {input index: gradient name or None}``:
   constant values and the opset;
 - ``gy``: per output, the name of dL/d(output), or None where that output reaches no seed
   (its gradient is zero);
-- ``needs``: per input, whether dL/d(input) is wanted. Today only activations are asked
-  for; a rule that cannot give the gradient of an input it is asked about (a weight, a
-  bias) raises :class:`NoRule`, so weight gradients can be added rule by rule.
+- ``needs``: per input, whether dL/d(input) is wanted: activations (importance criteria)
+  and parameters (a finetuning loop asks for float initializers or graph inputs: weights,
+  biases, norm scales, embedding tables). Rules give weight gradients for Conv,
+  ConvTranspose, Gemm, MatMul, Einsum, Batch/Instance/LayerNormalization, PRelu, the
+  broadcasting arithmetic and Gather tables. Inputs without one (BatchNormalization
+  running statistics, Clip bounds, shape inputs) are named by :class:`NoGradient`.
 
 The result has an entry for every needed input (None: the gradient is zero). A rule that
 cannot apply (unknown shape, unsupported attribute) raises :class:`NoRule`; every
-gradient that would pass through the node is then unavailable, with the reason.
+gradient that would pass through the node is then unavailable, with the reason. One that
+has no gradient for some inputs only raises :class:`NoGradient` naming them (``only``
+does): those are unavailable and the rule runs again without them.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ class NoRule(Exception):
     """The rule cannot produce this node's input gradient; the message says why."""
 
 
+class NoGradient(NoRule):
+    """No gradient for the inputs ``indices`` (a BatchNormalization running mean, a Clip
+    bound, a shape): only they are unavailable; the node's other inputs still get theirs."""
+
+    def __init__(self, indices, reason: str):
+        super().__init__(reason)
+        self.indices = list(indices)
+
+
 class NeedsOpset(NoRule):
     """The formulation needs a newer default-domain opset than the model has."""
 
@@ -47,10 +61,10 @@ rule_for = RULES.rule_for
 
 
 def only(needs, *supported: int, what: str = "this input") -> None:
-    """Raise NoRule when an input outside ``supported`` needs a gradient."""
-    for i, need in enumerate(needs):
-        if need and i not in supported:
-            raise NoRule(f"no gradient w.r.t. input {i} ({what})")
+    """Raise NoGradient when inputs outside ``supported`` need a gradient."""
+    bad = [i for i, need in enumerate(needs) if need and i not in supported]
+    if bad:
+        raise NoGradient(bad, f"no gradient w.r.t. input {bad[0]} ({what})")
 
 
 from . import activation, conv, elementwise, linear, norm, pooling, reduce, shape, slicing  # noqa: E402,F401

@@ -4,14 +4,16 @@ spatially flipped kernel and pads (k-1)*d - p: in ORT CPU that runs at the forwa
 speed (depthwise 3x3 on 96x56x56: 2-5x faster than ConvTranspose with group=C) and keeps
 ORT's blocked-layout chain of convs. With strides > 1 it is a ConvTranspose (faster there
 than the zero-insertion or polyphase Conv rewrites, which pay for the interleaving). The
-kernel transforms read the weight tensor, so ORT folds them once at session start."""
+kernel transforms read the weight tensor, so ORT folds them once at session start (when
+the weight is an initializer). Weight gradients: :mod:`.conv_weight`."""
 
 from __future__ import annotations
 
 import math
 
 from ..ops import attr, reduce, reshape, transpose
-from . import NoRule, only, register
+from . import NoRule, register
+from .conv_weight import weight_grad
 
 INT64_MIN = -(2**63)
 
@@ -86,38 +88,50 @@ def _bias_grad(b, g: str, rank: int) -> str:
 
 @register("Conv")
 def conv(node, b, gy, needs):
-    only(needs, 0, 2, what="Conv weight")
     x, w = node.input[0], node.input[1]
     g, out = gy[0], {}
     xshape, wshape, yshape = b.shape(x), b.shape(w), b.shape(node.output[0])
+    group = attr(node, "group", 1)
+    strides, dil, pb, pe = conv_geometry(node, b, x, wshape[2:])
     if needs[0]:
-        strides, dil, pb, pe = conv_geometry(node, b, x, wshape[2:])
-        out[0] = conv_input_grad(b, g, w, wshape, attr(node, "group", 1), strides, dil, pb, pe, xshape, yshape)
+        out[0] = conv_input_grad(b, g, w, wshape, group, strides, dil, pb, pe, xshape, yshape)
+    if needs[1]:
+        out[1] = weight_grad(b, x, g, xshape, wshape, yshape, group, strides, dil, pb, pe)
     if len(needs) > 2 and needs[2]:
         out[2] = _bias_grad(b, g, len(yshape))
     return out
 
 
+def _transpose_geometry(node, b, x, xshape, yshape, k):
+    auto = attr(node, "auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto not in ("NOTSET", "", "VALID") or attr(node, "output_shape") is not None:
+        raise NoRule("auto_pad SAME or output_shape: the runtime's padding split is not explicit")
+    strides, dil, pb, pe = conv_geometry(node, b, x, k)
+    for i in range(len(k)):
+        if (yshape[2 + i] + pb[i] + pe[i] - (k[i] - 1) * dil[i] - 1) // strides[i] + 1 != xshape[2 + i]:
+            raise NoRule("output size does not match the geometry")
+    return strides, dil, pb, pe
+
+
 @register("ConvTranspose")
 def conv_transpose(node, b, gy, needs):
-    """The adjoint of a transposed conv is the Conv with the same weight and pads (rows
-    added by output_padding are read by no input)."""
-    only(needs, 0, 2, what="ConvTranspose weight")
+    """y = ConvTranspose(x, w) is the adjoint of x' = Conv(y', w) with the same weight,
+    geometry and group: <g, ConvTranspose(x, w)> = <Conv(g, w), x>. So dx = Conv(g, w) (rows
+    added by output_padding are read by no input), and dw is the Conv weight gradient with
+    g as the conv input and x as its output gradient."""
     x, w = node.input[0], node.input[1]
     g, out = gy[0], {}
     xshape, wshape, yshape = b.shape(x), b.shape(w), b.shape(node.output[0])
     k = wshape[2:]
+    group = attr(node, "group", 1)
+    if needs[0] or needs[1]:
+        strides, dil, pb, pe = _transpose_geometry(node, b, x, xshape, yshape, k)
     if needs[0]:
-        auto = attr(node, "auto_pad", "NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
-        if auto not in ("NOTSET", "", "VALID") or attr(node, "output_shape") is not None:
-            raise NoRule("auto_pad SAME or output_shape: the runtime's padding split is not explicit")
-        strides, dil, pb, pe = conv_geometry(node, b, x, k)
-        for i in range(len(k)):
-            if (yshape[2 + i] + pb[i] + pe[i] - (k[i] - 1) * dil[i] - 1) // strides[i] + 1 != xshape[2 + i]:
-                raise NoRule("output size does not match the geometry")
-        out[0] = b.op("Conv", [g, w], hint="dconvT", group=attr(node, "group", 1), strides=strides,
+        out[0] = b.op("Conv", [g, w], hint="dconvT", group=group, strides=strides,
                       dilations=dil, pads=list(pb) + list(pe), kernel_shape=list(k))
+    if needs[1]:
+        out[1] = weight_grad(b, g, x, yshape, wshape, xshape, group, strides, dil, pb, pe)
     if len(needs) > 2 and needs[2]:
         out[2] = _bias_grad(b, g, len(yshape))
     return out

