@@ -73,7 +73,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           allocation: str | None = None, sensitivity_ratios=None, jobs: int = 1,
           target_params: float | None = None, exclude: str | None = None,
           target_latency: float | None = None, latency_runs: int = 15, search_candidates: int = 24,
-          seed: int = 0) -> PruneResult:
+          seed: int = 0, finetune=None) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -111,6 +111,10 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     reconstruction of every consumer of a cut space, bias compensation, BatchNorm
     statistics correction; ``recover_options`` is a
     :class:`~onnxprune.recover.run.RecoverOptions`); ``report["recovery"]`` says what ran.
+
+    ``finetune`` (a :class:`~onnxprune.finetune.FinetuneOptions`, or True for the defaults)
+    then distils the pruned model toward the dense one on the calibration data
+    (:func:`onnxprune.finetune.finetune`); ``report["finetune"]`` holds its history.
     """
     _check_ratio("ratio", ratio)
     _check_ratio("target_macs", target_macs, upper_open=False)
@@ -152,6 +156,15 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         recover = calibration is not None
     if recover and calibration is None:
         raise BadArgumentError("repairing the pruned weights needs calibration data (--calib), or --no-recover")
+    if finetune is not None and finetune is not False:
+        from .finetune import FinetuneOptions
+
+        if calibration is None:
+            raise BadArgumentError("--finetune trains on the calibration data: give --calib")
+        finetune = FinetuneOptions() if finetune is True else finetune
+        finetune.check()
+    else:
+        finetune = None
     if needs and calibration is None:
         raise BadArgumentError(f"criterion '{criterion if NEEDS[criterion] else fallback_criterion}' needs "
                                "calibration data (--calib)")
@@ -225,22 +238,46 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         k = counts[g.id]
         if k < g.size:
             plan.groups[g.id] = {"size": g.size, "keep": select_channels(g, scores[g.id], k)}
-    repair = None
+    steps = []
+    recovery: dict = {}
     if recover:
         from .recover.run import recover as run_recover
         from .recover.targets import repair_targets
 
         targets = repair_targets(analysis, plan)  # before surgery consumes the analysis
-        recovery = {}
 
         def repair(pruned):
             model, recovery["report"] = run_recover(reference, pruned, targets, calib_data, recover_options,
                                                     device=device, progress=progress)
             return model
 
+        steps.append(repair)
+    if finetune is not None:
+        from .finetune import finetune as run_finetune
+        from .finetune.features import kept_tensors
+
+        kept = kept_tensors(analysis, plan) if finetune.distill != "logits" or finetune.blockwise else None
+        if finetune.device == "auto":
+            finetune.device = device
+
+        def train(pruned):
+            done = run_finetune(reference, pruned, None, finetune, kept=kept, progress=progress, dataset=calib_data)
+            recovery["finetune"] = done.report
+            return done.model
+
+        steps.append(train)
+
+    def repair_chain(pruned):
+        for step in steps:
+            pruned = step(pruned)
+        return pruned
+
+    repair = repair_chain if steps else None
     result = _finish(before, analysis, plan, input_shapes, verify, t0, repair)
     if recover:
         result.report["recovery"] = recovery["report"]
+    if finetune is not None:
+        result.report["finetune"] = recovery["finetune"]
     if analysis.calibration is not None:
         result.report["calibration"] = analysis.calibration.to_dict()
     if curves is not None:

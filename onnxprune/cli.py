@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_finetune_options import finetune_options, options_from
 from .errors import EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE, BadArgumentError, OnnxPruneError
 from .fmt import human_count as _human
 
@@ -253,14 +254,20 @@ def _summary(result, output) -> list[str]:
               help="Which repairs run (comma-separated subset).")
 @click.option("--ridge", type=float, help="Ridge strength of the reconstruction toward the dense weights, relative "
               "to the Gram diagonal (default 0.1).")
+@click.option("--finetune", "do_finetune", is_flag=True,
+              help="After repair, distil the pruned model toward the dense one on the calibration data "
+                   "(options below; see onnxprune finetune).")
+@finetune_options
 @image_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
 def prune(model, output, ratio, criterion, global_ranking, target_macs, target_params, target_latency, exclude, allocation, search_candidates, seed, sensitivity_ratios, jobs, round_to, min_keep, max_ratio, reduction,
           normalize, input_shape, prune_norm_spaces, report_path, plan_out, html_path, as_json, no_verify, val_data,
           labels, metric, max_drop, force, calib_data, batch_size, max_samples, loss, fallback_criterion, device,
-          recover, repair_steps, ridge, image_size, mean, std, layout, channel_order, quiet):
+          recover, repair_steps, ridge, image_size, mean, std, layout, channel_order, quiet, do_finetune, **ft):
     """Prune MODEL and write the smaller model to OUTPUT."""
     from .api import prune as api_prune
+
+    finetune = options_from(ft, batch_size, seed, device) if do_finetune else None
 
     _check_outputs(model, output, report_path, plan_out, html_path)
     if max_drop is not None and val_data is None and calib_data is None:
@@ -277,7 +284,7 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, target_p
                        recover_options=_recover_options(repair_steps, ridge), allocation=allocation,
                        sensitivity_ratios=_ratios(sensitivity_ratios), jobs=jobs, target_params=target_params,
                        exclude=exclude, target_latency=target_latency, search_candidates=search_candidates,
-                       seed=seed)
+                       seed=seed, finetune=finetune)
     _write_outputs(result, output, report_path, plan_out, html_path)
     if as_json:
         click.echo(json.dumps(result.report, indent=1))
@@ -285,6 +292,10 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, target_p
         lines = _summary(result, output)
         if "recovery" in result.report:
             lines.insert(-1, _recovery_line(result.report["recovery"]))
+        if "finetune" in result.report:
+            from .cli_finetune import summary_line
+
+            lines.insert(-1, summary_line(result.report["finetune"]))
         if "validation" in result.report:
             lines[-1:-1] = _validation_lines(result.report["validation"])
         click.echo("\n".join(lines))
@@ -430,4 +441,4 @@ def main(argv=None) -> None:
         sys.exit(EXIT_INTERNAL)
 
 
-from . import cli_sensitivity  # noqa: E402,F401  (registers the sensitivity command)
+from . import cli_finetune, cli_sensitivity  # noqa: E402,F401  (register their commands)
