@@ -6,7 +6,7 @@ import click
 
 FINETUNE_KEYS = ("steps", "epochs", "time_budget", "lr", "lr_schedule", "warmup", "optimizer", "momentum",
                  "weight_decay", "accumulate", "distill", "temperature", "feature_weight", "labels_weight", "holdout", "eval_every",
-                 "patience", "augment", "freeze", "fold_bn", "blockwise", "checkpoint", "resume")
+                 "patience", "augment", "mixup", "freeze", "fold_bn", "blockwise", "checkpoint", "resume")
 
 
 def finetune_options(fn):
@@ -42,6 +42,9 @@ def finetune_options(fn):
         click.option("--patience", type=int, help="Stop after this many evaluations without improvement."),
         click.option("--augment", type=click.Choice(AUGMENTS), default="auto", show_default=True,
                      help="auto: random resized crop + flip for images:DIR, none for arrays."),
+        click.option("--mixup", type=float, default=0.0, show_default=True, metavar="ALPHA",
+                     help="Mix each training batch with itself shuffled, λ ~ Beta(ALPHA, ALPHA); teacher and student "
+                          "see the same mixed input (0: off)."),
         click.option("--freeze", metavar="REGEX", help="Keep weights (or nodes) whose name matches constant."),
         click.option("--fold-bn/--no-fold-bn", default=True, show_default=True,
                      help="Fold BatchNormalization into the conv before training (statistics frozen)."),

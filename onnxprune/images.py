@@ -93,6 +93,11 @@ def load_image(path: Path, options: ImageOptions) -> np.ndarray:
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except Exception as exc:
         raise DataError(f"{path}: cannot read as an image ({type(exc).__name__}: {exc})") from None
+    return normalized(arr, options)
+
+
+def normalized(arr: np.ndarray, options: ImageOptions) -> np.ndarray:
+    """An RGB image (H, W, 3) in [0, 1] as the model takes it: mean/std, channel order, layout."""
     arr = (arr - np.array(options.mean, np.float32)) / np.array(options.std, np.float32)
     if options.channel_order == "bgr":
         arr = arr[:, :, ::-1]

@@ -180,9 +180,11 @@ def mobilenet(args, log) -> dict:
     for name in CALIB_PHOTOS:
         os.symlink(folder / name, photo_dir / name)
     results = {}
-    for distill in args.distill.split(","):
+    for config in args.distill.split(","):
+        distill, _, mixup = config.partition(":mix")
         opts = FinetuneOptions(time_budget=args.budget, lr=args.lr, batch_size=args.batch, distill=distill,
-                               temperature=args.temperature, holdout=0.0, augment="crop+flip", seed=0)
+                               temperature=args.temperature, holdout=0.0, augment="crop+flip", seed=0,
+                               mixup=float(mixup or 0) if ":mix" in config else 0.0)
         t = time.perf_counter()
         kept = None
         if distill != "logits":
@@ -191,8 +193,9 @@ def mobilenet(args, log) -> dict:
 
             kept = kept_tensors(_analysis(onnx.load(str(MOBILENET)), None, False, in_place=True), pruned.plan)
         res = finetune(str(MOBILENET), pruned.model, f"images:{photo_dir}", opts, kept=kept, progress=False)
-        results[distill] = res
-        score(f"onnxprune finetune ({distill}, {args.budget:.0f} s budget)", res.model, time.perf_counter() - t,
+        results[config] = res
+        label = distill + (f", MixUp α={opts.mixup:g}" if opts.mixup else "")
+        score(f"onnxprune finetune ({label}, {args.budget:.0f} s budget)", res.model, time.perf_counter() - t,
               res.report["steps"], f"step {res.report['step_seconds']:.2f} s")
     steps = max(r.report["steps"] for r in results.values()) if results else 100
     train_x = crops(folder, CALIB_PHOTOS, steps * args.batch, seed=3)
@@ -243,7 +246,8 @@ def main(argv=None) -> int:
     p.add_argument("--sections", default="cost,mobilenetv2,digits")
     p.add_argument("--budget", type=float, default=600.0, help="seconds of finetuning per MobileNetV2 run")
     p.add_argument("--target", type=float, default=0.65)
-    p.add_argument("--distill", default="logits", help="comma-separated: logits, features, both")
+    p.add_argument("--distill", default="logits,logits:mix1", help="comma-separated runs: logits, features or "
+                   "both, each optionally with ':mixALPHA' (MixUp)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--batch", type=int, default=16)

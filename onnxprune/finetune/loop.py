@@ -82,6 +82,22 @@ class Teacher:
         return out
 
 
+def mix(feeds: dict, rng: np.random.Generator, alpha: float) -> dict:
+    """MixUp of the batch with a shuffled copy of itself (one λ ~ Beta(α, α) per sample),
+    teacher and student seeing the same mixed input ("function matching", Beyer et al. 2022)."""
+    n = next(iter(feeds.values())).shape[0]
+    lam = rng.beta(alpha, alpha, n).astype(np.float32)
+    perm = rng.permutation(n)
+    out = {}
+    for k, v in feeds.items():
+        if v.dtype.kind != "f":
+            out[k] = v
+            continue
+        shape = (n,) + (1,) * (v.ndim - 1)
+        out[k] = (lam.reshape(shape) * v + (1 - lam.reshape(shape)) * v[perm]).astype(v.dtype)
+    return out
+
+
 @dataclass
 class History:
     train: list = field(default_factory=list)  # {step, loss, lr}
@@ -126,9 +142,12 @@ class Trainer:
         for micro in range(self.o.accumulate):
             m = self.step * self.o.accumulate + micro
             idx = self.micro_batch(m)
-            rng = None if self.augment == "none" else np.random.default_rng([self.o.seed, 1, m])
+            fresh = self.augment != "none" or self.o.mixup > 0  # inputs differ every time they are drawn
+            rng = np.random.default_rng([self.o.seed, 1, m]) if fresh else None
             feeds = self.samples.batch(idx, rng, self.augment)
-            targets = self.teacher.targets(feeds, idx, cacheable=self.augment == "none")
+            if self.o.mixup > 0:
+                feeds = mix(feeds, rng, self.o.mixup)
+            targets = self.teacher.targets(feeds, idx, cacheable=not fresh)
             feeds.update(self.params)
             feeds.update({t.input: v for t, v in zip(self.terms, targets)})
             values = self.sess.run(self.fetch, feeds)

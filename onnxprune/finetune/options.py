@@ -34,6 +34,7 @@ class FinetuneOptions:
     eval_every: int | None = None  # steps between held-out evaluations (None: 10 per run)
     patience: int | None = None  # stop after this many evaluations without improvement (None: never)
     augment: str = "auto"
+    mixup: float = 0.0  # MixUp Beta(α, α) of each training batch with itself shuffled (0: off)
     freeze: str | None = None  # regex of weight/node names kept constant
     fold_bn: bool = True
     blockwise: bool = False
@@ -57,6 +58,8 @@ class FinetuneOptions:
         positive("temperature", self.temperature)
         positive("eval_every", self.eval_every, True)
         positive("patience", self.patience, True)
+        if self.mixup < 0:
+            raise BadArgumentError("finetune: mixup must be ≥ 0")
         if self.warmup is not None and self.warmup < 0:
             raise BadArgumentError("finetune: warmup must be ≥ 0")
         if not 0 <= self.holdout < 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from ..images import CROP_FRACTION, ImageBatches, load_image
+from ..images import CROP_FRACTION, ImageBatches, load_image, normalized
 
 AUGMENTS = ("auto", "none", "flip", "crop+flip")
 
@@ -100,12 +100,7 @@ def augmented_image(path, options, rng: np.random.Generator, crop: bool = True,
         arr = _denormalized(load_image(path, options), options)
     if rng.random() < 0.5:
         arr = arr[:, ::-1]
-    arr = (arr - np.array(options.mean, np.float32)) / np.array(options.std, np.float32)
-    if options.channel_order == "bgr":
-        arr = arr[:, :, ::-1]
-    if options.layout == "nchw":
-        arr = arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr)
+    return normalized(arr, options)
 
 
 def _denormalized(arr: np.ndarray, options) -> np.ndarray:

@@ -171,3 +171,12 @@ def test_labels_add_a_cross_entropy_term(pruned):
     assert rep["history"]["train"][0]["loss"] > 0
     with pytest.raises(BadArgumentError, match="needs labels"):
         finetune(RESNET, pruned, _data(), FinetuneOptions(steps=1, labels_weight=1.0), progress=False)
+
+
+def test_mixup_is_seeded_and_trains(pruned):
+    opts = dict(steps=4, lr=1e-3, batch_size=8, mixup=1.0, eval_every=2)
+    a = finetune(RESNET, pruned, _data(), FinetuneOptions(**opts), progress=False)
+    b = finetune(RESNET, pruned, _data(), FinetuneOptions(**opts), progress=False)
+    assert a.report["history"]["train"] == b.report["history"]["train"]
+    c = finetune(RESNET, pruned, _data(), FinetuneOptions(**{**opts, "mixup": 0.0}), progress=False)
+    assert a.report["history"]["train"] != c.report["history"]["train"]
