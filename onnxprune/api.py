@@ -73,7 +73,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           allocation: str | None = None, sensitivity_ratios=None, jobs: int = 1,
           target_params: float | None = None, exclude: str | None = None,
           target_latency: float | None = None, latency_runs: int = 15, search_candidates: int = 24,
-          seed: int = 0, finetune=None) -> PruneResult:
+          seed: int = 0, finetune=None, folds: int = 1, ray: str | None = None) -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -104,7 +104,12 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     per-group ratios, the best under the MACs target kept) or ``sensitivity``: every group is pruned alone at ``sensitivity_ratios`` and measured
     on the calibration data (:func:`onnxprune.sensitivity.sensitivity`, ``jobs`` worker
     processes), then the MACs target is met greedily where the metric drops least per MAC
-    saved (:func:`~onnxprune.sensitivity_alloc.allocate_from_sensitivity`).
+    saved (:func:`~onnxprune.sensitivity_alloc.allocate_from_sensitivity`). With it,
+    ``ray`` (``auto`` or an address) runs the sweep's candidates on a Ray cluster and
+    ``folds`` K >= 2 cross-validates the sweep: channels chosen from statistics of K-1
+    folds of the calibration data, the metric measured on the held-out fold (see
+    :func:`onnxprune.sensitivity.sensitivity`); the pruned model itself is scored and
+    repaired on all the calibration data.
 
     ``recover`` (default: on whenever ``calibration`` is given) repairs the remaining
     weights from the calibration data (:func:`onnxprune.recover.run.recover`: least-squares
@@ -136,9 +141,17 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         raise BadArgumentError(f"unknown allocation '{allocation}' (choose from uniform, global, sensitivity, search)")
     if allocation in ("uniform", "global"):
         global_ranking = allocation == "global"
+    if (folds != 1 or ray is not None) and allocation != "sensitivity":
+        raise BadArgumentError("--folds and --ray apply to the sensitivity sweep of --allocation sensitivity")
     if allocation in ("sensitivity", "search") and (target_macs is None or calibration is None):
         raise BadArgumentError(f"--allocation {allocation} needs a MACs target (--target-macs) and calibration data "
                                "(--calib) to measure the groups on")
+    if allocation == "sensitivity":
+        from .parallel import backend
+        from .sensitivity import check_folds
+
+        check_folds(folds)
+        backend(jobs, ray).check()  # an unreachable Ray cluster fails before any work
     if fallback_criterion is not None:
         check_criterion(fallback_criterion)
     if batch_size < 1:
@@ -217,7 +230,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         counts, how, curves = _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels,
                                           batch_size, max_samples, input_shapes, jobs, device, progress, reduction,
                                           normalize, loss, fallback_criterion, prune_norm_spaces, image_options,
-                                          round_to, min_keep, max_ratio, sensitivity_ratios)
+                                          round_to, min_keep, max_ratio, sensitivity_ratios, folds, ray)
         counts = {g.id: counts.get(g.id, g.size) for g in groups}
     elif allocation == "search":
         from .search import search_allocation
@@ -346,7 +359,7 @@ def _exclude_pattern(pattern: str | None):
 def _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels, batch_size,
                         max_samples, input_shapes, jobs, device, progress, reduction, normalize, loss,
                         fallback_criterion, prune_norm_spaces, image_options, round_to, min_keep, max_ratio,
-                        ratios) -> tuple[dict, dict, dict]:
+                        ratios, folds=1, ray=None) -> tuple[dict, dict, dict]:
     from .sensitivity import DEFAULT_RATIOS, sensitivity
     from .sensitivity_alloc import allocate_from_sensitivity
 
@@ -354,13 +367,15 @@ def _sensitivity_counts(reference, calibration, analysis, target_macs, criterion
                        labels=labels, batch_size=batch_size, max_samples=max_samples, input_shapes=input_shapes,
                        jobs=jobs, device="cpu" if device == "auto" else device, progress=progress,
                        reduction=reduction, normalize=normalize, loss=loss, fallback_criterion=fallback_criterion,
-                       prune_norm_spaces=prune_norm_spaces, image_options=image_options)
+                       prune_norm_spaces=prune_norm_spaces, image_options=image_options, folds=folds, ray=ray)
     details: dict = {}
     counts = allocate_from_sensitivity(sens, target_macs, analysis=analysis, input_shapes=input_shapes,
                                        round_to=round_to, min_keep=min_keep, max_ratio=max_ratio, details=details)
     how = {"strategy": "sensitivity+target-macs", "target_macs": target_macs,
            "sensitivity_ratios": [p["ratio"] for p in sens["groups"][0]["points"]] if sens["groups"] else [],
            "predicted_drop": details.get("predicted_drop")}
+    if folds > 1:
+        how["sensitivity_folds"] = folds
     return counts, how, sensitivity_curves(sens, metric)
 
 

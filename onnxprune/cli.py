@@ -209,6 +209,10 @@ def _summary(result, output) -> list[str]:
               "--allocation sensitivity (default 0.1,0.2,0.3,0.5,0.7).")
 @click.option("--jobs", type=int, default=1, show_default=True,
               help="Worker processes for the sensitivity sweep (0: one per core).")
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS",
+              help="Run the sensitivity sweep's candidates on a Ray cluster (pip install 'onnxprune[ray]').")
+@click.option("--folds", type=int, default=1, show_default=True,
+              help="Cross-validate the sensitivity sweep over K folds of the calibration data (1: off).")
 @click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
               help="Kept channel counts are multiples of this (fast kernels; halved for groups narrower than "
                    "twice it); 1 disables.")
@@ -260,7 +264,7 @@ def _summary(result, output) -> list[str]:
 @finetune_options
 @image_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
-def prune(model, output, ratio, criterion, global_ranking, target_macs, target_params, target_latency, exclude, allocation, search_candidates, seed, sensitivity_ratios, jobs, round_to, min_keep, max_ratio, reduction,
+def prune(model, output, ratio, criterion, global_ranking, target_macs, target_params, target_latency, exclude, allocation, search_candidates, seed, sensitivity_ratios, jobs, ray_address, folds, round_to, min_keep, max_ratio, reduction,
           normalize, input_shape, prune_norm_spaces, report_path, plan_out, html_path, as_json, no_verify, val_data,
           labels, metric, max_drop, force, calib_data, batch_size, max_samples, loss, fallback_criterion, device,
           recover, repair_steps, ridge, image_size, mean, std, layout, channel_order, quiet, do_finetune, **ft):
@@ -284,7 +288,7 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, target_p
                        recover_options=_recover_options(repair_steps, ridge), allocation=allocation,
                        sensitivity_ratios=_ratios(sensitivity_ratios), jobs=jobs, target_params=target_params,
                        exclude=exclude, target_latency=target_latency, search_candidates=search_candidates,
-                       seed=seed, finetune=finetune)
+                       seed=seed, finetune=finetune, folds=folds, ray=ray_address)
     _write_outputs(result, output, report_path, plan_out, html_path)
     if as_json:
         click.echo(json.dumps(result.report, indent=1))

@@ -66,6 +66,12 @@ def _pyplot():
               "prunable group; ids from onnxprune inspect).")
 @click.option("--jobs", type=int, default=1, show_default=True,
               help="Worker processes evaluating candidates in parallel (0: one per CPU core).")
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS",
+              help="Evaluate candidates as tasks on a Ray cluster instead (pip install 'onnxprune[ray]'): 'auto' "
+                   "(RAY_ADDRESS or the cluster ray start started here), host:port or ray://host:port.")
+@click.option("--folds", type=int, default=1, show_default=True,
+              help="Cross-validate: channels chosen from the statistics of K-1 folds of the data, the metric "
+                   "measured on the held-out fold, averaged over the K folds (1: no cross-validation).")
 @click.option("--target-macs", type=float, help="Also allocate per-group counts from the curves to keep at most this "
               "fraction of the MACs, and measure that combined model.")
 @click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
@@ -87,9 +93,9 @@ def _pyplot():
 @click.option("--plot", "plot_path", type=click.Path(), help="Write a PNG of metric vs ratio per group (matplotlib).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
 def sensitivity_cmd(model, calib_data, criterion, ratios, metric, labels, batch_size, max_samples, group_ids, jobs,
-                    target_macs, round_to, min_keep, max_ratio, loss, fallback_criterion, device, input_shape,
-                    prune_norm_spaces, image_size, mean, std, layout, channel_order, as_json, out_path, plot_path,
-                    quiet):
+                    ray_address, folds, target_macs, round_to, min_keep, max_ratio, loss, fallback_criterion, device,
+                    input_shape, prune_norm_spaces, image_size, mean, std, layout, channel_order, as_json, out_path,
+                    plot_path, quiet):
     """Prune each group of MODEL alone at a ladder of ratios and measure the metric.
 
     Prints a table of the metric per group and ratio (how fragile each group is), and
@@ -106,7 +112,8 @@ def sensitivity_cmd(model, calib_data, criterion, ratios, metric, labels, batch_
                          jobs=jobs, device=device, progress=False if (quiet or as_json) else None, groups=ids,
                          loss=loss, fallback_criterion=fallback_criterion, prune_norm_spaces=prune_norm_spaces,
                          image_options=_image_options(image_size, mean, std, layout, channel_order),
-                         target_macs=target_macs, round_to=round_to, min_keep=min_keep, max_ratio=max_ratio)
+                         target_macs=target_macs, round_to=round_to, min_keep=min_keep, max_ratio=max_ratio,
+                         folds=folds, ray=ray_address)
     if out_path:
         write_text_atomic(out_path, json.dumps(result, indent=1))
     if plot_path:
@@ -127,6 +134,8 @@ def table_lines(result: dict, model: str) -> list[str]:
     s = result["settings"]
     metric, ratios = s["metric"], s["ratios"]
     data = f"{result['samples']} {'synthetic ' if result['synthetic_data'] else ''}samples"
+    if s.get("folds", 1) > 1:
+        data += f", {s['folds']}-fold cross-validated"
     lines = [f"{model}: {metric} of each group pruned alone (criterion {s['criterion']}) against the dense model "
              f"({_fmt(result['dense']['value'], metric)}) on {data}; {result['candidates']} candidates in "
              f"{result['seconds']:.1f} s"]

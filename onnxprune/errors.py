@@ -17,6 +17,7 @@ EXIT_PLAN = 9  # plan does not match the model
 EXIT_VERIFY = 10  # the pruned model failed verification (never written)
 EXIT_DATA = 11  # calibration/validation data does not fit the model
 EXIT_VALIDATION = 12  # the pruned model misses the accuracy budget or tolerances
+EXIT_CLUSTER = 13  # --ray: ray not installed, the cluster cannot be reached, or it failed during the run
 
 EXIT_CODES = {
     EXIT_INTERNAL: "internal error (a bug: please report it with --debug output)",
@@ -31,6 +32,7 @@ EXIT_CODES = {
     EXIT_VERIFY: "the pruned model failed verification and was not written",
     EXIT_DATA: "the calibration/validation data does not fit the model",
     EXIT_VALIDATION: "the pruned model misses the accuracy budget or tolerances (not written without --force)",
+    EXIT_CLUSTER: "the Ray cluster (--ray) cannot be used: ray not installed, unreachable, or failed during the run",
 }
 
 
@@ -83,3 +85,7 @@ class DataError(OnnxPruneError):
 
 class ValidationFailed(OnnxPruneError):
     exit_code = EXIT_VALIDATION
+
+
+class ClusterError(OnnxPruneError):
+    exit_code = EXIT_CLUSTER

@@ -294,6 +294,8 @@ def refuse(code, fragment):
 
 
 OK = {"exit": 0, "valid": True}
+RAY_UNREACHABLE = ("sensitivity --ray at an address where no Ray cluster listens (fails in seconds; without ray "
+                   "installed the line is the install hint instead, with the same code)")
 PRUNE = ["prune", "-o", "{out}", "--ratio", "0.3"]
 C = "tests/corpus/"
 
@@ -491,6 +493,8 @@ def main() -> None:
              "bad_argument", PRUNE + ["--input-shape", "nosuch=1x3x16x16"], refuse(7, "not a model input")),
         case("input_shape_wrong_rank", base, "--input-shape with 3 dims for a rank-4 input", "bad_argument",
              PRUNE + ["--input-shape", "x=1x3x16"], refuse(7, "rank")),
+        case("ray_unreachable", base, RAY_UNREACHABLE, "cluster",
+             ["sensitivity", "--calib", "random:4", "--ray", "127.0.0.1:1"], refuse(13, "--ray")),
     ]
     for c in cases:
         if c["name"] in XFAIL:

@@ -43,6 +43,7 @@ KIND_CODES = {
     "verify": errors.EXIT_VERIFY,
     "data": errors.EXIT_DATA,
     "validation": errors.EXIT_VALIDATION,
+    "cluster": errors.EXIT_CLUSTER,
     "ok": 0,
 }
 

@@ -213,3 +213,109 @@ def test_prune_with_sensitivity_allocation_meets_the_target():
     assert '<section id="sensitivity">' in page and "<svg" in page.split('<section id="sensitivity">')[1]
     with pytest.raises(BadArgumentError, match="needs a MACs target"):
         onnxprune.prune(str(MODELS / "resnet_basic_bn.onnx"), ratio=0.3, allocation="sensitivity")
+
+
+# ---- cross-validation (--folds) --------------------------------------------------------
+
+def labelled(n=12, seed=5):
+    rng = np.random.default_rng(seed)
+    return {"input": rng.standard_normal((n, 3, 32, 32)).astype(np.float32), "y": rng.integers(0, 10, n)}
+
+
+def test_split_folds_deals_samples_round_robin():
+    from onnxprune.sensitivity import split_folds
+
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    batches = [{"x": x[i:i + 4]} for i in range(0, 10, 4)]
+    folds = split_folds(batches, np.arange(10) + 100, 3, 1, 2)
+    assert [np.concatenate([b["x"] for b in f[0]]).ravel().tolist() for f in folds] == \
+        [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    assert [f[1].tolist() for f in folds] == [[100, 103, 106, 109], [101, 104, 107], [102, 105, 108]]
+    assert [len(b["x"]) for b in folds[0][0]] == [2, 2]  # re-batched by the batch size
+    whole = split_folds(batches, None, 2, 5, 5)  # a model fixing batches of 5 deals whole batches
+    assert [np.concatenate([b["x"] for b in f[0]]).ravel().tolist() for f in whole] == \
+        [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]] and whole[0][1] is None
+    with pytest.raises(errors.BadArgumentError, match="--folds 3 needs at least 3 batches of 5 samples"):
+        split_folds(batches, None, 3, 5, 5)
+    with pytest.raises(errors.BadArgumentError, match="--folds 11 needs at least 11 samples"):
+        split_folds(batches, None, 11, 1, 4)
+
+
+@pytest.mark.parametrize("folds", [0, -2, 1.5, True])
+def test_folds_must_be_a_positive_integer(folds):
+    with pytest.raises(errors.BadArgumentError, match="folds must be an integer"):
+        sweep(RESNET, labelled(), folds=folds, labels="y")
+
+
+def test_weight_criterion_folds_only_split_the_measurement():
+    """l2 keeps the same channels in every fold; agreement is a mean over samples, so the
+    fold-size-weighted mean equals the all-data value and the folds show the spread."""
+    kw = dict(ratios=(0.3, 0.7), labels="y", groups=[0, 3], batch_size=4)
+    whole = sweep(RESNET, labelled(), **kw)
+    cv = sweep(RESNET, labelled(), folds=3, **kw)
+    assert cv["settings"]["folds"] == 3 and cv["fold_samples"] == [4, 4, 4] and cv["samples"] == 12
+    assert cv["candidates"] == whole["candidates"] and cv["dense"]["value"] == pytest.approx(1.0)
+    for g_cv, g in zip(cv["groups"], whole["groups"]):
+        for p_cv, p in zip(g_cv["points"], g["points"]):
+            assert p_cv["drop"] == pytest.approx(p["drop"], abs=1e-12) and len(p_cv["fold_drops"]) == 3
+            assert p_cv["drop"] == pytest.approx(np.mean(p_cv["fold_drops"]))
+            assert "fold_drops" not in p
+
+
+def test_data_aware_folds_choose_channels_on_the_rest_and_measure_on_the_held_out_fold():
+    from onnxprune.allocate import select_channels
+    from onnxprune.runtime import session
+    from onnxprune.sensitivity import Sweep, evaluate_plan, run_batches
+
+    data = labelled(12)
+    opts = dict(criterion="activation", metric="cosine", labels="y", batch_size=4, max_samples=None,
+                input_shapes=None, device="cpu", progress=False, reduction="sum", normalize="mean", loss="auto",
+                fallback_criterion=None, prune_norm_spaces=False, image_options=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cv = Sweep(str(RESNET), data, folds=2, **opts)
+        rest = Sweep(str(RESNET), {"input": data["input"][1::2], "y": data["y"][1::2]}, **opts)  # fold 1
+    gid = 3
+    g = cv.analysis.group(gid)
+    for a, b in zip(cv.fold_scores[0][gid], rest.scores[gid]):
+        np.testing.assert_allclose(a, b, rtol=1e-5)  # fold 0's scores: statistics of fold 1 alone
+    k = g.size // 2
+    keep = select_channels(g, rest.scores[gid], k)
+    assert cv.plan_groups({gid: k}, 0) == {gid: keep}
+    held = [{"input": data["input"][0::2][i:i + 4]} for i in (0, 4)]  # fold 0: samples 0, 2, 4...
+    dense = run_batches(session(str(RESNET), "cpu"), held)
+    value, drop = evaluate_plan(cv.analysis, {gid: keep}, held, dense, data["y"][0::2], "cosine", "cpu")
+    (v, d, fold_drops), = cv.evaluate({"c": {gid: k}}).values()
+    assert fold_drops[0] == pytest.approx(drop, rel=1e-6)
+    assert d == pytest.approx(np.mean(fold_drops)) and v == pytest.approx(1 - d)
+
+
+def test_cross_validated_sweep_in_processes_equals_serial():
+    kw = dict(criterion="activation", ratios=(0.5,), metric="cosine", labels="y", groups=[1, 4], batch_size=4,
+              folds=2, target_macs=0.9, round_to=1)
+    serial = sweep(RESNET, labelled(), **kw)
+    assert comparable(sweep(RESNET, labelled(), jobs=2, **kw)) == comparable(serial)
+    a = serial["allocation"]
+    assert len(a["measured_fold_drops"]) == 2 and a["measured_drop"] == pytest.approx(np.mean(a["measured_fold_drops"]))
+
+
+def test_cli_folds(tmp_path, capsys):
+    code, stdout, err = cli(capsys, "sensitivity", RESNET, "--calib", "random:8", "--ratios", "0.5", "--groups", "0",
+                            "--folds", "2")
+    assert code == 0, err
+    assert "2-fold cross-validated" in stdout.splitlines()[0]
+    code, _, err = cli(capsys, "sensitivity", RESNET, "--calib", "random:8", "--folds", "9")
+    assert_one_line(code, err, errors.EXIT_BAD_ARGUMENT, "--folds 9 needs at least 9 samples")
+    code, _, err = cli(capsys, "sensitivity", RESNET, "--calib", "random:8", "--folds", "0")
+    assert_one_line(code, err, errors.EXIT_BAD_ARGUMENT, "folds must be an integer >= 1")
+    code, _, err = cli(capsys, "prune", RESNET, "-o", tmp_path / "s.onnx", "--ratio", "0.3", "--folds", "2")
+    assert_one_line(code, err, errors.EXIT_BAD_ARGUMENT, "--allocation sensitivity")
+    assert not (tmp_path / "s.onnx").exists()
+
+
+def test_prune_with_cross_validated_sensitivity_allocation():
+    import onnxprune
+
+    r = onnxprune.prune(str(RESNET), target_macs=0.7, allocation="sensitivity", sensitivity_ratios=(0.3, 0.6),
+                        calibration={"input": labelled(8)["input"]}, recover=False, round_to=1, folds=2)
+    assert r.report["macs_ratio"] <= 0.7 and r.plan.settings["sensitivity_folds"] == 2
