@@ -7,6 +7,7 @@ per-group cap ``max_ratio`` on the fraction removed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,15 @@ def effective_round_to(size: int, round_to: int) -> int:
     return n
 
 
+def group_round_to(group, round_to: int) -> int:
+    """``round_to`` in channels of ``group``: a channel of several axis positions (an
+    attention head of head_dim) needs a coarser step only as far as the kept *positions*
+    must be a multiple of ``round_to`` (heads of 32 under ``round_to=16``: any count)."""
+    grain = max(1, int(getattr(group, "grain", 1)))
+    n = max(1, round_to)
+    return max(1, n // math.gcd(n, grain))
+
+
 def allowed_count(keep: float, size: int, round_to: int, min_keep: int, max_ratio: float) -> int:
     """The admissible kept count nearest to ``keep`` for a class of ``size`` channels."""
     lo = max(min_keep, int(np.ceil(size * (1 - max_ratio) - 1e-9)), 1)
@@ -50,8 +60,8 @@ def allowed_count(keep: float, size: int, round_to: int, min_keep: int, max_rati
 
 
 def uniform_counts(groups, ratio: float, opts: AllocationOptions) -> dict:
-    return {g.id: allowed_count(g.size * (1 - ratio), g.size, opts.round_to, opts.min_keep, opts.max_ratio)
-            for g in groups}
+    return {g.id: allowed_count(g.size * (1 - ratio), g.size, group_round_to(g, opts.round_to), opts.min_keep,
+                                opts.max_ratio) for g in groups}
 
 
 def global_counts(groups, scores: dict, ratio: float, opts: AllocationOptions) -> dict:
@@ -78,9 +88,9 @@ def global_counts(groups, scores: dict, ratio: float, opts: AllocationOptions) -
         if removed[gid] < caps[gid]:
             removed[gid] += 1
             spent += weight
-    sizes = {g.id: g.size for g in groups}
-    return {gid: allowed_count(sizes[gid] - r, sizes[gid], opts.round_to, opts.min_keep, opts.max_ratio)
-            for gid, r in removed.items()}
+    by_id = {g.id: g for g in groups}
+    return {gid: allowed_count(by_id[gid].size - r, by_id[gid].size, group_round_to(by_id[gid], opts.round_to),
+                               opts.min_keep, opts.max_ratio) for gid, r in removed.items()}
 
 
 def allocate(groups, scores: dict, opts: AllocationOptions, cost_model=None, count_of_factory=None,

@@ -37,8 +37,9 @@ def count_params(model: onnx.ModelProto) -> int:
 
 
 def count_macs(model: onnx.ModelProto, input_shapes: dict | None = None) -> int | None:
-    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul; None when a needed
-    dim stays dynamic (pass ``input_shapes``)."""
+    """Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul, and of ONNX Runtime's
+    fused ``Attention`` (QKV projection, Q·Kᵀ and P·V) and ``MultiHeadAttention`` (Q·Kᵀ and
+    P·V of 3-D Q/K/V); None when a needed dim stays dynamic (pass ``input_shapes``)."""
     shapes = infer_shapes(with_input_shapes(model, input_shapes))
 
     def dims(name):
@@ -48,7 +49,13 @@ def count_macs(model: onnx.ModelProto, input_shapes: dict | None = None) -> int 
     total = 0
     for node in model.graph.node:
         op = node.op_type
-        if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        if node.domain == "com.microsoft" and op in ("Attention", "MultiHeadAttention"):
+            got = _fused_attention_macs(node, dims)
+            if got is None:
+                return None
+            total += got
+            continue
+        if node.domain not in ("", "ai.onnx") or op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
             continue
         if op in ("Conv", "ConvTranspose"):
             w, ref = dims(node.input[1]), dims(node.output[0] if op == "Conv" else node.input[0])
@@ -67,6 +74,38 @@ def count_macs(model: onnx.ModelProto, input_shapes: dict | None = None) -> int 
                 return None
             total += math.prod(y) * a[-1]
     return int(total)
+
+
+def _fused_attention_macs(node, dims) -> int | None:
+    """``Attention``: B·S·in·3H + B·S·T·(H_qk + H_v); ``MultiHeadAttention`` with 3-D Q/K/V:
+    B·S·T·(H_qk + H_v) (T: key length plus past length); 0 for packed layouts."""
+    def inp(i):
+        return node.input[i] if len(node.input) > i and node.input[i] else ""
+
+    if node.op_type == "Attention":
+        x, w = dims(inp(0)), dims(inp(1))
+        if x is None or w is None or len(x) != 3:
+            return None
+        sizes = _attr(node, "qkv_hidden_sizes", None) or [w[1] // 3] * 3
+        past = 0
+        if inp(4):
+            p = dims(inp(4))
+            if p is None:
+                return None
+            past = p[3]
+        return x[0] * x[1] * x[2] * w[1] + x[0] * x[1] * (x[1] + past) * (sizes[0] + sizes[2])
+    q, k, v = dims(inp(0)), dims(inp(1)) if inp(1) else None, dims(inp(2)) if inp(2) else None
+    if not (inp(1) and inp(2)) or any(s is not None and len(s) != 3 for s in (q, k, v)):
+        return 0
+    if q is None or k is None or v is None:
+        return None
+    past = 0
+    if inp(6):
+        p = dims(inp(6))
+        if p is None:
+            return None
+        past = p[2]
+    return q[0] * q[1] * (k[1] + past) * (q[2] + v[2])
 
 
 def macs_unknown_reason(model: onnx.ModelProto, input_shapes: dict | None = None) -> str:
@@ -130,12 +169,20 @@ class CostModel:
             shape[m.axis] = new_length(m.amap, count_of)
         return math.prod(shape)
 
+    def node_macs(self, c, count_of) -> float:
+        """MACs of one cost entry under ``count_of``."""
+        if c.weight is not None:
+            return c.factor * self.numel(c.weight, count_of)
+        if c.amaps:
+            return c.factor * math.prod(new_length(a, count_of) for a in c.amaps)
+        return c.fixed
+
     def macs(self, count_of) -> float | None:
         if not self.macs_known:
             return None
         total = 0.0
         for c in self.costs:
-            total += c.fixed if c.weight is None else c.factor * self.numel(c.weight, count_of)
+            total += self.node_macs(c, count_of)
         return total
 
     def params(self, count_of) -> float:

@@ -1,5 +1,7 @@
-"""A table of handlers by ONNX op type (default domain only), filled by decorators in
-the op-family modules that define them: the channel rules and the backward rules."""
+"""A table of handlers by ONNX op type, filled by decorators in the op-family modules
+that define them: the channel rules and the backward rules. Ops of the default domain are
+registered by their type; ops of another domain as ``"domain:Type"`` (ONNX Runtime's
+``"com.microsoft:Attention"``)."""
 
 from __future__ import annotations
 
@@ -23,5 +25,5 @@ class OpRegistry(dict):
 
     def rule_for(self, op_type: str, domain: str):
         if domain not in ("", "ai.onnx"):
-            return None
+            return self.get(f"{domain}:{op_type}")
         return self.get(op_type)

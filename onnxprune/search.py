@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .allocate import allowed_count
+from .allocate import allowed_count, group_round_to
 from .errors import BadArgumentError
 
 SIGMA = 0.5  # initial log-normal step of the pressures
@@ -34,11 +34,12 @@ def search_allocation(groups, cost_model, count_of_factory, target_macs: float, 
     dense = cost_model.macs(count_of_factory({}))
     ids = [g.id for g in groups]
     sizes = np.array([g.size for g in groups])
+    steps = [group_round_to(g, round_to) for g in groups]
 
     def counts_at(pressure, m):
         ratios = np.minimum(m * pressure, max_ratio)
-        return {gid: allowed_count(size * (1 - r), size, round_to, min_keep, max_ratio)
-                for gid, size, r in zip(ids, sizes, ratios)}
+        return {gid: allowed_count(size * (1 - r), size, step, min_keep, max_ratio)
+                for gid, size, step, r in zip(ids, sizes, steps, ratios)}
 
     def fraction(counts):
         return cost_model.macs(count_of_factory(counts)) / dense

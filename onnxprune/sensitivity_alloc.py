@@ -29,7 +29,7 @@ import bisect
 
 import numpy as np
 
-from .allocate import allowed_count, effective_round_to
+from .allocate import allowed_count, effective_round_to, group_round_to
 from .cost import CostModel, counter
 from .errors import BadArgumentError, PlanError
 
@@ -69,7 +69,7 @@ def allocate_from_sensitivity(sens: dict, target_macs: float, *, model=None, ana
         if g.size != entry["size"] or len(g.roots) != entry["classes"]:
             raise PlanError(f"group {g.id}: the sweep saw {entry['classes']}x{entry['size']} channels, "
                             f"the model has {len(g.roots)}x{g.size}")
-        groups[g.id] = (g, _Curve(entry["points"], g.size, round_to, min_keep, max_ratio))
+        groups[g.id] = (g, _Curve(entry["points"], g.size, group_round_to(g, round_to), min_keep, max_ratio))
     roots = {gid: g.roots for gid, (g, _) in groups.items()}
 
     def macs(counts):
@@ -187,8 +187,7 @@ def _best_move(gid, curve: _Curve, cur: dict, macs, total: float):
 def _touching(cost: CostModel, analysis, group) -> set:
     """Indices of the costly nodes whose weight shrinks with ``group``."""
     full, zero = counter(analysis, {}), counter(analysis, {r: 0 for r in group.roots})
-    return {i for i, c in enumerate(cost.costs)
-            if c.weight is not None and cost.numel(c.weight, zero) != cost.numel(c.weight, full)}
+    return {i for i, c in enumerate(cost.costs) if cost.node_macs(c, zero) != cost.node_macs(c, full)}
 
 
 def _out_of_reach(target: float, best: float) -> str:

@@ -102,7 +102,7 @@ def infer_shapes(model: onnx.ModelProto) -> dict[str, list]:
                 else:
                     dims.append(None)
             shapes[vi.name] = dims
-    if any(d is None for v in shapes.values() for d in v) or len(shapes) < len(_all_outputs(model)):
+    if any(d is None for v in shapes.values() for d in v) or any(o not in shapes for o in _all_outputs(model)):
         _fill_from_symbolic(model, shapes)
     for t in full.graph.initializer:
         shapes[t.name] = list(t.dims)

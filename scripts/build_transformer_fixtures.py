@@ -9,6 +9,8 @@ Each architecture is built from a Hugging Face ``transformers`` config (hidden 3
 4 heads, vocab 100, eager attention) and exported with the TorchScript exporter (opset 17,
 ``dynamo=False``) and, where it works, the torch.export-based one (opset 18). One input
 ``input_ids`` (int64, dynamic ``batch`` and ``seq``), one output ``last_hidden_state``.
+Architectures: BERT, DistilBERT, GPT-2, Llama (GQA), ViT (input ``pixel_values``, float
+3 x 32 x 32, patch 8, dynamic ``batch`` only; hidden 32, intermediate 64).
 No attention mask input: the oracle feeds random integers, and a mask of 2s or 3s would
 overflow HF's additive mask. The torch output is saved beside each export; then check
 every file with ``onnx.checker`` (full) and an onnxruntime run against torch (max abs
@@ -83,7 +85,54 @@ def llama():
     return Wrap(LlamaModel(cfg))
 
 
-ARCHS = {"bert_tiny": bert, "gpt2_tiny": gpt2, "llama_tiny": llama}
+def distilbert():
+    from transformers import DistilBertConfig, DistilBertModel
+
+    cfg = _eager(DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                  max_position_embeddings=64))
+    return WrapNoCache(DistilBertModel(cfg))
+
+
+def WrapNoCache(m):
+    """Like :func:`Wrap` for encoders whose forward takes no ``use_cache``."""
+    import torch
+    from torch import nn
+
+    class _Wrap(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            mask = torch.ones_like(input_ids)
+            return self.m(input_ids=input_ids, attention_mask=mask, return_dict=False)[0]
+
+    return _Wrap(m)
+
+
+def vit():
+    from torch import nn
+    from transformers import ViTConfig, ViTModel
+
+    cfg = _eager(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                           image_size=IMAGE, patch_size=8, num_channels=3))
+
+    class _Wrap(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values):
+            return self.m(pixel_values=pixel_values, return_dict=False)[0]
+
+    return _Wrap(ViTModel(cfg, add_pooling_layer=False))
+
+
+IMAGE = 32
+ARCHS = {"bert_tiny": bert, "gpt2_tiny": gpt2, "llama_tiny": llama, "distilbert_tiny": distilbert,
+         "vit_tiny": vit}
+# image models: input ``pixel_values`` (float, 3 x IMAGE x IMAGE), dynamic batch only
+IMAGE_ARCHS = {"vit_tiny"}
 
 
 def verify(path: Path) -> float:
@@ -95,8 +144,8 @@ def verify(path: Path) -> float:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     ref_path = path.with_suffix(".ref.npz")
     ref = np.load(ref_path)
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        None, {"input_ids": ref["input_ids"]})[0]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: ref["input"]})[0]
     diff = float(np.abs(got - ref["output"]).max())
     assert diff < 1e-4, f"{path.name}: ORT vs torch max abs diff {diff}"
     ref_path.unlink()
@@ -108,25 +157,31 @@ def export(name: str, builder, exporter: str, out: Path) -> Path:
 
     torch.manual_seed(0)
     model = builder().eval()
-    ids = torch.randint(0, VOCAB, (2, 8), dtype=torch.long)
+    image = name in IMAGE_ARCHS
+    if image:
+        inp, ids = "pixel_values", torch.randn(2, 3, IMAGE, IMAGE)
+        axes = {inp: {0: "batch"}, "last_hidden_state": {0: "batch"}}
+    else:
+        inp, ids = "input_ids", torch.randint(0, VOCAB, (2, 8), dtype=torch.long)
+        axes = {inp: {0: "batch", 1: "seq"}, "last_hidden_state": {0: "batch", 1: "seq"}}
     path = out / (f"{name}.onnx" if exporter == "ts" else f"{name}_dynamo.onnx")
     with torch.no_grad():
         if exporter == "ts":
-            torch.onnx.export(model, (ids,), str(path), opset_version=17, input_names=["input_ids"],
+            torch.onnx.export(model, (ids,), str(path), opset_version=17, input_names=[inp],
                               output_names=["last_hidden_state"], dynamo=False, do_constant_folding=True,
-                              dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
-                                            "last_hidden_state": {0: "batch", 1: "seq"}})
+                              dynamic_axes=axes)
         else:
             batch = torch.export.Dim("batch", min=1, max=64)
             seq = torch.export.Dim("seq", min=2, max=64)
-            prog = torch.onnx.export(model, (ids,), None, opset_version=18, input_names=["input_ids"],
+            dims = {0: batch} if image else {0: batch, 1: seq}
+            prog = torch.onnx.export(model, (ids,), None, opset_version=18, input_names=[inp],
                                      output_names=["last_hidden_state"],
-                                     dynamic_shapes={"input_ids": {0: batch, 1: seq}}, dynamo=True,
+                                     dynamic_shapes={inp: dims}, dynamo=True,
                                      external_data=False)
             prog.optimize()
             prog.save(str(path), external_data=False)
         ref = model(ids).numpy()
-    np.savez(path.with_suffix(".ref.npz"), input_ids=ids.numpy(), output=ref)
+    np.savez(path.with_suffix(".ref.npz"), input=ids.numpy(), output=ref)
     return path
 
 

@@ -142,3 +142,18 @@ def test_prune_to_a_latency_target_builds_and_times_candidates(monkeypatch):
     r = onnxprune.prune(str(MODELS / "resnet_basic_bn.onnx"), target_latency=0.8, latency_runs=3)
     assert r.plan.settings["strategy"] == "global+target-latency" and r.plan.settings["target_latency"] == 0.8
     assert calls == [(True, 3)] * (1 + 8)  # the cap, then 8 bisection steps
+
+
+def test_round_to_counts_positions_of_multi_position_channels():
+    """Attention heads of head_dim positions: round_to applies to the kept positions."""
+    from types import SimpleNamespace
+
+    from onnxprune.allocate import group_round_to
+
+    heads = SimpleNamespace(id=0, size=12, grain=32, roots=[0])
+    assert group_round_to(heads, 16) == 1
+    assert group_round_to(SimpleNamespace(grain=8), 16) == 2
+    assert group_round_to(SimpleNamespace(grain=1), 16) == 16
+    assert group_round_to(object(), 8) == 8  # no grain: plain channels
+    counts = uniform_counts([heads], 0.25, AllocationOptions(round_to=16))
+    assert counts == {0: 9}

@@ -51,13 +51,16 @@ class Fixup:
 
 @dataclass
 class Cost:
-    """MACs of one node: ``factor * numel(weight)`` after pruning, or fixed."""
+    """MACs of one node: ``factor * numel(weight)`` after pruning; without a weight,
+    ``fixed``, or ``factor * Π new_length(a)`` over ``amaps`` (the channel axes of an
+    activation product that shrink with pruning: attention heads in Q·Kᵀ and P·V)."""
 
     node: str
     op: str
     weight: str | None
     factor: float | None  # None when a dim could not be resolved
     fixed: float = 0.0
+    amaps: tuple = ()
 
 
 @dataclass

@@ -19,6 +19,7 @@ class PruneGroup:
     inexact: list[str] = field(default_factory=list)
     producers: list[str] = field(default_factory=list)
     kind: str = ""
+    grain: int = 1  # axis positions per channel (head_dim for attention heads)
 
     @property
     def channels(self) -> int:
@@ -48,8 +49,16 @@ class PruneGroup:
         }
 
 
-def _kind(members: list[Member], n_classes: int) -> str:
+def _kind(members: list[Member], n_classes: int, grains: set[int] = frozenset()) -> str:
+    """What the group is, for people: ``attention-heads`` when its channels are whole heads
+    (``+gqa`` when K/V heads are shared by several query heads: the channels are then K/V
+    heads with their query heads), else by the ops that produce it; ``+residual`` when
+    several producers' outputs are added together, ``+grouped(n)`` for tied classes."""
     ops = {m.op for m in members if m.role == OUT}
+    if max(grains, default=1) > 1:
+        # Q, K and V are several producers, but of one head axis, not a residual sum
+        base = "attention-heads" + ("+gqa" if len(grains) > 1 else "")
+        return base + (f"+grouped({n_classes})" if n_classes > 1 else "")
     if any(m.role == DW for m in members):
         base = "depthwise-coupled"
     elif ops <= {"Conv"}:
@@ -126,5 +135,7 @@ def build_groups(table: SpaceTable, members: dict) -> list[PruneGroup]:
         for m in ms:
             if m.role in (OUT, DW) and m.node not in producers:
                 producers.append(m.node)
-        groups.append(PruneGroup(gid, classes, size, ms, blocked, inexact, producers, _kind(ms, len(classes))))
+        grains = {table.spaces[s].grain for c in classes for s in table.members_of_class(c)}
+        groups.append(PruneGroup(gid, classes, size, ms, blocked, inexact, producers,
+                                 _kind(ms, len(classes), grains), min(grains, default=1)))
     return [g for g in groups if g.members]

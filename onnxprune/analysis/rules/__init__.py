@@ -15,4 +15,4 @@ register = RULES.register
 rule_for = RULES.rule_for
 
 
-from . import concat, conv, elementwise, linear, norm, pooling, shape  # noqa: E402,F401  (registration)
+from . import concat, contrib, conv, elementwise, linear, norm, pooling, shape  # noqa: E402,F401  (registration)

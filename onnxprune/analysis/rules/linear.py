@@ -7,6 +7,7 @@ import math
 import onnx
 
 from ..context import IN, OUT, Cost, attr, norm_axis
+from ..spaces import map_length
 from . import register
 from .elementwise import bind_broadcast
 
@@ -87,9 +88,23 @@ def matmul(node: onnx.NodeProto, ctx) -> None:
             ctx.block_inputs(node, f"MatMul '{node.name}': constant operand of rank > 2")
         else:
             _activation_matmul(node, ctx, a, b, y, ra, rb, ry)
-        dims_a, dims_y = ctx.cost_dims(a), ctx.cost_dims(y)
-        fixed = None if dims_a is None or dims_y is None else float(math.prod(dims_y)) * dims_a[-1]
-        ctx.costs.append(Cost(node.name, "MatMul", None, None if fixed is None else 1.0, fixed or 0.0))
+        _activation_cost(node, ctx, a, y)
+
+
+def _activation_cost(node, ctx, a, y) -> None:
+    """MACs of a product of two activations, scaled by the channel axes of its output
+    (heads): ``prod(y) * k``, each tracked axis of ``y`` shrinking with its channels."""
+    dims_a, dims_y = ctx.cost_dims(a), ctx.cost_dims(y)
+    if dims_a is None or dims_y is None:
+        ctx.costs.append(Cost(node.name, "MatMul", None, None))
+        return
+    total = math.prod(dims_y) * dims_a[-1]
+    amaps = tuple(m for ax, m in sorted(ctx.tracked(y).items()) if map_length(m) == dims_y[ax])
+    per = math.prod(map_length(m) for m in amaps)
+    if amaps and total % per == 0:
+        ctx.costs.append(Cost(node.name, "MatMul", None, float(total // per), amaps=amaps))
+    else:
+        ctx.costs.append(Cost(node.name, "MatMul", None, 1.0, float(total)))
 
 
 def _activation_matmul(node, ctx, a, b, y, ra, rb, ry) -> None:
