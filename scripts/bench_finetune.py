@@ -48,6 +48,7 @@ from onnxprune.runtime import session  # noqa: E402
 
 MOBILENET = Path("/work/bench_models/mobilenetv2.onnx")
 ONNXSIM_PY = Path("/work/venv-onnxsim/bin/python")
+RESULTS = Path("/tmp/onnxprune_bench_finetune.json")  # sections run separately are merged into one docs section
 
 
 def kl(ref: np.ndarray, out: np.ndarray) -> float:
@@ -68,7 +69,7 @@ def macs_ratio(model, dense) -> float:
     from onnxprune.cost import count_macs
 
     shapes = {"input": [1, 3, 224, 224]}
-    return count_macs(model, shapes)[0] / count_macs(dense, shapes)[0]
+    return count_macs(model, shapes) / count_macs(dense, shapes)
 
 
 # ----------------------------------------------------------------------------- step cost
@@ -161,7 +162,7 @@ def mobilenet(args, log) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruned = onnxprune.prune(str(MOBILENET), target_macs=args.target, criterion="activation",
-                                 calibration={"input": calib}, allocation="uniform", progress=False,
+                                 calibration={"input": calib}, allocation="uniform", round_to=1, progress=False,
                                  verify=False)
     prune_s = time.perf_counter() - t
     out = {"target": args.target, "macs": macs_ratio(pruned.model, dense), "prune_seconds": prune_s, "rows": []}
@@ -228,7 +229,7 @@ def digits(args, log) -> dict:
         r = onnxprune.prune(str(path), target_macs=target, criterion="activation", calibration={"input": xcal},
                             allocation="uniform", round_to=1, progress=False)
         t = time.perf_counter()
-        f = finetune(str(path), r.model, {"input": xtr}, FinetuneOptions(steps=300, lr=1e-3, batch_size=64),
+        f = finetune(str(path), r.model, {"input": xtr}, FinetuneOptions(steps=600, lr=1e-3, batch_size=64),
                      progress=False)
         row = {"target": target, "macs": r.report["macs_ratio"], "repaired": acc(r.model), "finetuned": acc(f.model),
                "seconds": time.perf_counter() - t, "steps": f.report["steps"]}
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
     p.add_argument("--distill", default="logits,logits:mix1", help="comma-separated runs: logits, features or "
                    "both, each optionally with ':mixALPHA' (MixUp)")
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--write-docs", action="store_true")
@@ -285,10 +286,16 @@ def main(argv=None) -> int:
         result["mobilenetv2"] = mobilenet(args, log)
     if "digits" in sections:
         result["digits"] = digits(args, log)
+    for section in result.values():
+        if isinstance(section, dict):
+            section["command"] = "python scripts/bench_finetune.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.write_docs:
         from benchdocs import write_section
 
-        write_section("bench_finetune", render(args, result))
+        saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        saved.update(json.loads(json.dumps(result, default=str)))  # sections run now replace their old numbers
+        RESULTS.write_text(json.dumps(saved, indent=1))
+        write_section("bench_finetune", render(args, saved))
     print(json.dumps(result, indent=1, default=str)[:2000])
     return 0
 
@@ -296,19 +303,20 @@ def main(argv=None) -> int:
 def render(args, result) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     out = ["## Finetuning by distillation (issue 9)", "",
-           f"`python scripts/bench_finetune.py --sections {args.sections} --budget {args.budget:g} --target "
-           f"{args.target} --distill {args.distill} --lr {args.lr:g} --write-docs` — {when}, "
-           f"{platform.machine()}, {os.cpu_count()} cores (shared machine: ratios measured side by side).", ""]
+           f"Regenerated {when} on {platform.machine()}, {os.cpu_count()} cores (a shared machine: ratios are "
+           "measured side by side); each part says the command that measured it.", ""]
     cost = result.get("cost")
     if cost:
         s = cost["seconds"]
-        out += [f"**Step cost** (MobileNetV2 at {args.target} MACs, batch {cost['batch']}, interleaved medians): "
+        out += [f"`{cost.get('command', '')}`", "",
+                f"**Step cost** (MobileNetV2 at {args.target} MACs, batch {cost['batch']}, interleaved medians): "
                 f"forward {s['forward'] * 1e3:.0f} ms; training step (forward + backward with weight gradients + "
                 f"AdamW) {s['step'] * 1e3:.0f} ms = **{cost['step_ratio']:.2f}x** (target ≤ 3.5x); the dense "
                 f"teacher's forward {cost['teacher_ratio']:.2f}x on top when batches are augmented.", ""]
     mb = result.get("mobilenetv2")
     if mb:
-        out += [f"**MobileNetV2** (ImageNet weights) pruned to {mb['macs']:.3f} of the MACs (activation, uniform, "
+        out += [f"`{mb.get('command', '')}`", "",
+                f"**MobileNetV2** (ImageNet weights) pruned to {mb['macs']:.3f} of the MACs (activation, uniform, "
                 "repaired on 64 crops), distilled on random crops of the 13 calibration photos; top-1 agreement "
                 "and KL(dense ‖ pruned) on 200 crops of 8 other photos:", "",
                 "| method | agreement | mean KL | seconds | steps |", "|---|---|---|---|---|"]
@@ -321,7 +329,8 @@ def render(args, result) -> str:
         out.append("")
     dg = result.get("digits")
     if dg and dg.get("rows"):
-        out += [f"**digits CNN** (dense test accuracy {dg['dense']:.4f}): "
+        out += [f"`{dg.get('command', '')}`", "",
+                f"**digits CNN** (dense test accuracy {dg['dense']:.4f}): "
                 + "; ".join(f"{r['macs']:.3f} of the MACs: repaired {r['repaired']:.4f} → finetuned "
                             f"**{r['finetuned']:.4f}** ({r['steps']} steps, {r['seconds']:.0f} s, no labels)"
                             for r in dg["rows"]), ""]

@@ -27,7 +27,7 @@ class FinetuneOptions:
     batch_size: int = 16
     accumulate: int = 1  # micro-batches per optimizer step
     distill: str = "logits"
-    temperature: float = 1.0
+    temperature: float = 4.0  # the usual distillation temperature (Hinton et al. 2015; Tian et al. 2020)
     feature_weight: float = 1.0  # weight of each feature term against the output terms
     labels_weight: float = 0.0  # cross-entropy against labels, when the data has them
     holdout: float = 0.1  # fraction of samples held out for evaluation and early stopping
