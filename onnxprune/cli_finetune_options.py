@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 FINETUNE_KEYS = ("steps", "epochs", "time_budget", "lr", "lr_schedule", "warmup", "optimizer", "momentum",
-                 "weight_decay", "accumulate", "distill", "temperature", "feature_weight", "labels_weight", "holdout", "eval_every",
+                 "weight_decay", "accumulate", "distill", "output_loss", "temperature", "feature_weight", "labels_weight", "holdout", "eval_every",
                  "patience", "augment", "mixup", "freeze", "fold_bn", "blockwise", "checkpoint", "resume")
 
 
@@ -31,6 +31,9 @@ def finetune_options(fn):
                      help="Micro-batches per optimizer step (gradient accumulation)."),
         click.option("--distill", type=click.Choice(DISTILL), default="logits", show_default=True,
                      help="Match the dense model's outputs, its residual-stream features, or both."),
+        click.option("--output-loss", type=click.Choice(["auto", "kl", "mse"]), default="auto", show_default=True,
+                     help="How outputs are matched: KL for classifier logits (auto: [N, K] made by a linear layer or "
+                          "a softmax), MSE otherwise (embeddings)."),
         click.option("--temperature", type=float, default=4.0, show_default=True,
                      help="KL temperature for logits (the loss is scaled by T²)."),
         click.option("--feature-weight", type=float, default=1.0, show_default=True,

@@ -66,7 +66,7 @@ def finetune(dense, pruned, data, options: FinetuneOptions | None = None, *, kep
     params = as_inputs(student, weights)
     first = samples.batch(split.train[:split.batch], None, "none")
     shapes = infer_shapes(with_input_shapes(student, {k: list(v.shape) for k, v in first.items()}))
-    terms = output_terms(student, shapes) if o.distill in ("logits", "both") or o.blockwise else []
+    terms = output_terms(student, shapes, o.output_loss) if o.distill in ("logits", "both") or o.blockwise else []
     skipped_features: list = []
     if o.distill in ("features", "both") or o.blockwise:
         dense_shapes = infer_shapes(with_input_shapes(dense_m, {k: list(v.shape) for k, v in first.items()}))

@@ -83,26 +83,40 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
-def output_terms(student: onnx.ModelProto, shapes: dict) -> list[Term]:
-    """One term per float output: kl for [N, K] classifier outputs, mse otherwise."""
+def output_terms(student: onnx.ModelProto, shapes: dict, output_loss: str = "auto") -> list[Term]:
+    """One term per float output: ``kl`` for classifier logits, ``mse`` otherwise.
+
+    ``auto`` reads [N, K] outputs as logits when a linear layer (Gemm/MatMul, maybe plus a
+    bias Add) or a Softmax/LogSoftmax makes them; a pooled or normalized [N, K] output (a
+    sentence embedding: ReduceMean, Div...) is matched by MSE instead."""
     producers = {o: n for n in student.graph.node for o in n.output}
     terms = []
     for out in student.graph.output:
         if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             continue
         dims = shapes.get(out.name) or []
-        if len(dims) == 2 and isinstance(dims[1], int) and dims[1] >= 2:
-            prod = producers.get(out.name)
-            if prod is not None and prod.op_type in ("Softmax", "LogSoftmax") and _last_axis(prod):
-                terms.append(Term(prod.input[0], "kl", out.name, from_probs=prod.op_type == "Softmax",
-                                  from_logprobs=prod.op_type == "LogSoftmax"))
-            else:
-                terms.append(Term(out.name, "kl", out.name))
-        else:
+        prod = producers.get(out.name)
+        classifier = len(dims) == 2 and isinstance(dims[1], int) and dims[1] >= 2
+        if output_loss == "mse" or (output_loss == "auto" and not (classifier and _makes_logits(prod, producers))):
             terms.append(Term(out.name, "mse", out.name))
+        elif prod is not None and prod.op_type in ("Softmax", "LogSoftmax") and _last_axis(prod):
+            terms.append(Term(prod.input[0], "kl", out.name, from_probs=prod.op_type == "Softmax",
+                              from_logprobs=prod.op_type == "LogSoftmax"))
+        else:
+            terms.append(Term(out.name, "kl", out.name))
     if not terms:
         raise BadArgumentError("finetune: the model has no float32 output to distil")
     return terms
+
+
+def _makes_logits(node, producers) -> bool:
+    if node is None:
+        return False
+    if node.op_type in ("Gemm", "MatMul", "Softmax", "LogSoftmax"):
+        return True
+    if node.op_type == "Add":
+        return any(producers.get(i) is not None and producers[i].op_type in ("Gemm", "MatMul") for i in node.input)
+    return False
 
 
 def _last_axis(node) -> bool:

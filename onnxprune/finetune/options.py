@@ -11,6 +11,7 @@ from .samples import AUGMENTS
 from .schedule import SCHEDULES
 
 DISTILL = ("logits", "features", "both")
+OUTPUT_LOSSES = ("auto", "kl", "mse")
 
 
 @dataclass
@@ -27,6 +28,7 @@ class FinetuneOptions:
     batch_size: int = 16
     accumulate: int = 1  # micro-batches per optimizer step
     distill: str = "logits"
+    output_loss: str = "auto"  # kl | mse | auto (kl for logits made by a linear layer or a softmax)
     temperature: float = 4.0  # the usual distillation temperature (Hinton et al. 2015; Tian et al. 2020)
     feature_weight: float = 1.0  # weight of each feature term against the output terms
     labels_weight: float = 0.0  # cross-entropy against labels, when the data has them
@@ -68,7 +70,7 @@ class FinetuneOptions:
             raise BadArgumentError("finetune: weight_decay must be ≥ 0 and momentum in [0, 1)")
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS), ("lr_schedule", self.lr_schedule,
                                      SCHEDULES), ("distill", self.distill, DISTILL), ("augment", self.augment,
-                                     AUGMENTS)):
+                                     AUGMENTS), ("output_loss", self.output_loss, OUTPUT_LOSSES)):
             if value not in allowed:
                 raise BadArgumentError(f"finetune: unknown {name} '{value}' (choose from {', '.join(allowed)})")
         if self.freeze is not None:

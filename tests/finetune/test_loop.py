@@ -180,3 +180,22 @@ def test_mixup_is_seeded_and_trains(pruned):
     assert a.report["history"]["train"] == b.report["history"]["train"]
     c = finetune(RESNET, pruned, _data(), FinetuneOptions(**{**opts, "mixup": 0.0}), progress=False)
     assert a.report["history"]["train"] != c.report["history"]["train"]
+
+
+def test_output_loss_reads_logits_and_embeddings():
+    from onnx import TensorProto, helper, numpy_helper
+
+    def model(last):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
+        w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["h" if last else "y"])]
+        if last:
+            nodes.append(helper.make_node(last, ["h"], ["y"]))
+        return helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]))
+
+    shapes = {"y": [2, 3], "h": [2, 3]}
+    assert [t.kind for t in output_terms(model(None), shapes)] == ["kl"]
+    assert [(t.kind, t.tensor) for t in output_terms(model("Softmax"), shapes)] == [("kl", "h")]
+    assert [t.kind for t in output_terms(model("LpNormalization"), shapes)] == ["mse"]
+    assert [t.kind for t in output_terms(model(None), shapes, "mse")] == ["mse"]
