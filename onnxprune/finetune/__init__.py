@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from ..calibration.autodiff.graph import elem_types
 from ..data import load_data
 from ..errors import BadArgumentError
 from ..model import load_model
@@ -85,7 +86,7 @@ def finetune(dense, pruned, data, options: FinetuneOptions | None = None, *, kep
             raise BadArgumentError("finetune: labels_weight needs a classifier output ([batch, classes] logits)")
         classes = shapes[logits.tensor][-1]
         terms.append(Term(logits.tensor, "ce", "", weight=o.labels_weight, classes=classes))
-    teacher = Teacher(dense_m, terms, o.temperature, o.device, cache=True, labels=samples.labels)
+    teacher = Teacher(dense_m, terms, o.temperature, o.device, labels=samples.labels)
     raw = teacher.raw(first)
     for t in terms:
         if t.kind == "mse":
@@ -95,10 +96,10 @@ def finetune(dense, pruned, data, options: FinetuneOptions | None = None, *, kep
         from .blocks import train_blockwise
 
         model, report = train_blockwise(student, base, params, terms, samples, split, teacher, o, augment, progress,
-                                        started, shapes, _elem_types(student))
+                                        started, shapes, elem_types(student))
         report.update({"folded_batchnorms": folded, "features_skipped": skipped_features})
         return FinetuneResult(model, report)
-    trainer = Trainer(student, params, terms, samples, split, teacher, o, augment, progress)
+    trainer = Trainer(student, params, terms, samples, split, teacher, o, augment)
     if o.resume:
         trainer.load(o.resume)
     how = run(trainer, progress, started)
@@ -118,9 +119,3 @@ def finetune(dense, pruned, data, options: FinetuneOptions | None = None, *, kep
         "history": {"train": trainer.history.train, "evals": evals},
     }
     return FinetuneResult(model, report)
-
-
-def _elem_types(model):
-    from ..calibration.autodiff.graph import elem_types
-
-    return elem_types(model)

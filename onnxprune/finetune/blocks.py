@@ -144,7 +144,7 @@ def train_blockwise(student, base, params, terms, samples, split, teacher, o, au
             continue
         view = _TermView(teacher, terms, bterms, inputs)
         bo = dataclasses.replace(o, steps=per_block, epochs=None, time_budget=None)
-        trainer = Trainer(bmodel, bparams, bterms, inputs, split, view, bo, augment, False)
+        trainer = Trainer(bmodel, bparams, bterms, inputs, split, view, bo, augment)
         how = run(trainer, False)
         for k, v in trainer.best[2].items():
             params[k][...] = v

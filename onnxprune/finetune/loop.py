@@ -50,17 +50,11 @@ def split_samples(n: int, holdout: float, batch_size: int, seed: int) -> Split:
 class Teacher:
     """The dense model's targets per batch, cached per sample when batches repeat exactly."""
 
-    def __init__(self, dense: onnx.ModelProto, terms: list[Term], temperature: float, device: str, cache: bool,
+    def __init__(self, dense: onnx.ModelProto, terms: list[Term], temperature: float, device: str,
                  labels: np.ndarray | None = None):
-        m = onnx.ModelProto()
-        m.CopyFrom(dense)
-        have = {o.name for o in m.graph.output}
         names = list(dict.fromkeys(t.teacher for t in terms if t.kind != "ce"))
-        self.labels = labels
-        m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
-        self.sess = session(m, device)
-        self.names, self.terms, self.temperature = names, terms, temperature
-        self.cache_enabled = cache
+        self.sess = session(_forward_model(dense, names), device)
+        self.names, self.terms, self.temperature, self.labels = names, terms, temperature, labels
         self.cache: dict[int, list] = {}
         self.cached_bytes = 0
 
@@ -68,7 +62,7 @@ class Teacher:
         return dict(zip(self.names, self.sess.run(self.names, feeds)))
 
     def targets(self, feeds: dict, idx: np.ndarray | None = None, cacheable: bool = True) -> list[np.ndarray]:
-        cacheable = cacheable and self.cache_enabled and idx is not None
+        cacheable = cacheable and idx is not None
         if cacheable and all(int(i) in self.cache for i in idx):
             per = [self.cache[int(i)] for i in idx]
             return [np.stack([p[k] for p in per]) for k in range(len(self.terms))]
@@ -106,10 +100,10 @@ class History:
 
 class Trainer:
     def __init__(self, student: onnx.ModelProto, params: dict, terms: list[Term], samples, split: Split, teacher,
-                 options, augment: str, progress):
-        self.student, self.params, self.terms = student, params, terms
+                 options, augment: str):
+        self.params, self.terms = params, terms
         self.samples, self.split, self.teacher, self.o = samples, split, teacher, options
-        self.augment, self.progress = augment, progress
+        self.augment = augment
         feeds = samples.batch(split.train[:split.batch], None, "none")
         shapes = {k: list(v.shape) for k, v in feeds.items()}
         graph = build_train_graph(student, list(params), terms, shapes, options.temperature)
@@ -148,9 +142,7 @@ class Trainer:
             if self.o.mixup > 0:
                 feeds = mix(feeds, rng, self.o.mixup)
             targets = self.teacher.targets(feeds, idx, cacheable=not fresh)
-            feeds.update(self.params)
-            feeds.update({t.input: v for t, v in zip(self.terms, targets)})
-            values = self.sess.run(self.fetch, feeds)
+            values = self.sess.run(self.fetch, self._train_feeds(feeds, targets))
             outs, gvals = values[:len(self.terms)], values[len(self.terms):]
             loss += sum(t.loss(o, v, self.o.temperature) for t, o, v in zip(self.terms, outs, targets))
             for w, g in zip(self.trained, gvals):
@@ -166,6 +158,10 @@ class Trainer:
         self.history.train.append({"step": self.step, "loss": loss, "lr": lr})
         return loss
 
+    def _train_feeds(self, feeds: dict, targets: list) -> dict:
+        """The training graph's inputs: the data, the current weights, the targets."""
+        return {**feeds, **self.params, **{t.input: v for t, v in zip(self.terms, targets)}}
+
     def probe(self) -> float:
         """Seconds one micro-batch takes (teacher, student forward and backward), timed
         on the first batch without updating anything."""
@@ -175,9 +171,7 @@ class Trainer:
             t0 = time.perf_counter()
             feeds = self.samples.batch(idx, None if self.augment == "none" else np.random.default_rng(0), self.augment)
             targets = self.teacher.targets(feeds, idx, cacheable=False)
-            feeds.update(self.params)
-            feeds.update({t.input: v for t, v in zip(self.terms, targets)})
-            self.sess.run(self.fetch, feeds)
+            self.sess.run(self.fetch, self._train_feeds(feeds, targets))
             times.append(time.perf_counter() - t0)
         return float(np.median(times[1:]))
 
@@ -240,9 +234,10 @@ class Trainer:
         self.history = History(meta["train"], meta["evals"])
 
 
-def _forward_model(student: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
+def _forward_model(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs ``outputs``."""
     m = onnx.ModelProto()
-    m.CopyFrom(student)
+    m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
     m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in outputs if n not in have)
     return m

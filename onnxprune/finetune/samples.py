@@ -69,8 +69,12 @@ def resolve_augment(augment: str, samples) -> str:
 
 def augmented_image(path, options, rng: np.random.Generator, crop: bool = True,
                     scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
-    """Random resized crop (area fraction in ``scale``, aspect in ``ratio``, of the image
-    first resized as for evaluation) and a horizontal flip with probability 1/2."""
+    """Random resized crop (area fraction in ``scale``, aspect in ``ratio``; without
+    ``crop`` the evaluation crop) and a horizontal flip with probability 1/2."""
+    if not crop:
+        arr = load_image(path, options)
+        width = 2 if options.layout == "nchw" else 1
+        return np.ascontiguousarray(np.flip(arr, axis=width)) if rng.random() < 0.5 else arr
     from PIL import Image
 
     size = options.size
@@ -78,35 +82,21 @@ def augmented_image(path, options, rng: np.random.Generator, crop: bool = True,
         with Image.open(path) as im:
             im = im.convert("RGB")
             w, h = im.size
-            if crop:
-                for _ in range(10):
-                    area = w * h * rng.uniform(*scale)
-                    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
-                    cw, ch = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
-                    if 0 < cw <= w and 0 < ch <= h:
-                        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-                        break
-                else:  # fall back to the evaluation crop
-                    side = min(w, h) * CROP_FRACTION
-                    cw = ch = int(side)
-                    left, top = (w - cw) // 2, (h - ch) // 2
-                im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch))
-                arr = np.asarray(im, dtype=np.float32) / 255.0
-            else:
-                arr = None
+            for _ in range(10):
+                area = w * h * rng.uniform(*scale)
+                aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+                cw, ch = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+                if 0 < cw <= w and 0 < ch <= h:
+                    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+                    break
+            else:  # fall back to the evaluation crop
+                side = min(w, h) * CROP_FRACTION
+                cw = ch = int(side)
+                left, top = (w - cw) // 2, (h - ch) // 2
+            im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch))
+            arr = np.asarray(im, dtype=np.float32) / 255.0
     except Exception as exc:
         raise DataError(f"{path}: cannot read as an image ({type(exc).__name__}: {exc})") from None
-    if arr is None:
-        arr = _denormalized(load_image(path, options), options)
     if rng.random() < 0.5:
         arr = arr[:, ::-1]
     return normalized(arr, options)
-
-
-def _denormalized(arr: np.ndarray, options) -> np.ndarray:
-    """load_image's output back to HWC RGB in [0, 1]."""
-    if options.layout == "nchw":
-        arr = arr.transpose(1, 2, 0)
-    if options.channel_order == "bgr":
-        arr = arr[:, :, ::-1]
-    return arr * np.array(options.std, np.float32) + np.array(options.mean, np.float32)

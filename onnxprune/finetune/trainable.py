@@ -103,8 +103,8 @@ def fold_batchnorms(model: onnx.ModelProto) -> int:
     for bn in drop:
         g.node.remove(bn)
     if folded:
-        used = {i for n in g.node for i in n.input}
-        keep = [t for t in g.initializer if t.name in used or t.name in {i.name for i in g.input}]
+        used = {i for n in g.node for i in n.input} | {i.name for i in g.input}
+        keep = [t for t in g.initializer if t.name in used]
         del g.initializer[:]
         g.initializer.extend(keep)
     return folded
