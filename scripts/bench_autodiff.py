@@ -24,8 +24,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchtime import timed  # noqa: E402
 from onnxprune.calibration.autodiff import build_backward  # noqa: E402
 from onnxprune.runtime import random_inputs, runnable_bytes  # noqa: E402
 from onnxprune.shapes import infer_shapes, with_input_shapes  # noqa: E402
@@ -73,16 +75,8 @@ def bench(name: str, model: onnx.ModelProto, batch: int, repeats: int, profile: 
     res, wrt, build_s = with_gradients(model, feeds)
     fwd = session(model, threads=threads)
     both = session(res.model, threads=threads)
-    times = {"forward": [], "forward+backward": []}
     runs = {"forward": lambda: fwd.run(None, feeds), "forward+backward": lambda: both.run(None, feeds)}
-    for f in runs.values():
-        f()
-    for _ in range(repeats):
-        for k, f in runs.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    med = timed(runs, repeats)
     out = {"model": name, "batch": batch, "wrt": len(wrt), "unavailable": len(res.unavailable),
            "forward_ms": med["forward"] * 1e3, "fwd_bwd_ms": med["forward+backward"] * 1e3,
            "ratio": med["forward+backward"] / med["forward"], "build_s": build_s}

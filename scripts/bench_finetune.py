@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import onnxprune  # noqa: E402
+from benchtime import timed  # noqa: E402
 from onnxprune.finetune import FinetuneOptions, finetune  # noqa: E402
 from onnxprune.runtime import session  # noqa: E402
 
@@ -106,15 +107,7 @@ def step_cost(pruned: onnx.ModelProto, dense, x: np.ndarray, repeats: int) -> di
 
     runs = {"forward": lambda: fwd.run(None, {"input": x}), "step": step,
             "teacher": lambda: teacher.run(None, {"input": x})}
-    for f in runs.values():
-        f()
-    times = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, f in runs.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    med = timed(runs, repeats)
     return {"batch": int(x.shape[0]), "seconds": med, "step_ratio": med["step"] / med["forward"],
             "teacher_ratio": med["teacher"] / med["forward"],
             "frozen": len(graph.unavailable), "weights": len(names)}

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchtime import timed  # noqa: E402
 
 from onnxprune.calibration.autodiff.graph import Builder  # noqa: E402
 from onnxprune.calibration.autodiff.rules import conv_weight  # noqa: E402
@@ -109,18 +110,6 @@ def applicable(method, xs, ws, ys, group, geom) -> bool:
     if method == "rows":
         return ws[1] == 1 and group > 1 and len(ws) == 4
     return True
-
-
-def timed(runs: dict, repeats: int) -> dict:
-    for f in runs.values():
-        f()
-    times = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, f in runs.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def per_layer(batch: int, repeats: int, threads: int, only=None) -> None:
