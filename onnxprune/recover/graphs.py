@@ -45,14 +45,15 @@ class GraphIndex:
             return None
         return got[0]
 
-    def ancestors(self, tensors) -> set[str]:
-        """Names of the nodes needed to compute ``tensors``."""
+    def ancestors(self, tensors, stop=()) -> set[str]:
+        """Names of the nodes needed to compute ``tensors``, not walking past the tensors in
+        ``stop`` (already known values)."""
         seen: set[str] = set()
-        stack = [t for t in tensors]
+        stack = list(tensors)
         done_t: set[str] = set()
         while stack:
             t = stack.pop()
-            if t in done_t:
+            if t in done_t or t in stop:
                 continue
             done_t.add(t)
             n = self.producer.get(t)

@@ -9,7 +9,6 @@ budget the model is simply run from its graph inputs for that pass."""
 
 from __future__ import annotations
 
-from ..weights import subgraph_references
 from .graphs import GraphIndex, exposing
 
 
@@ -80,21 +79,7 @@ class StreamedModel:
 
     def _upstream(self, index: GraphIndex, missing: list[str]) -> set[str]:
         """Nodes between the cached frontier (or graph inputs) and ``missing``."""
-        out: set[str] = set()
-        stack = list(missing)
-        seen: set[str] = set()
-        while stack:
-            t = stack.pop()
-            if t in seen or t in self.cache:
-                continue
-            seen.add(t)
-            n = index.producer.get(t)
-            if n is None or n.name in out:
-                continue
-            out.add(n.name)
-            stack.extend(i for i in n.input if i)
-            stack.extend(subgraph_references(n))
-        return out
+        return index.ancestors(missing, stop=self.cache)
 
     def run(self, i: int, feeds: dict, n_batches: int) -> dict:
         """The pass's tensors for batch ``i``."""
