@@ -164,7 +164,10 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     reference = calib_data = dataset = None
     needs = tuple(dict.fromkeys(NEEDS[criterion] + (NEEDS[fallback_criterion] if fallback_criterion else ())))
     if recover_options is not None:
+        from .recover.tokens import find_token_mask
+
         recover_options.check()
+        find_token_mask(proto, recover_options.token_mask)  # a wrong name fails before any work
     if recover is None:
         recover = calibration is not None
     if recover and calibration is None:

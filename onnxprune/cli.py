@@ -93,11 +93,12 @@ def _ratios(text):
     return check_ratios(text.split(","))
 
 
-def _recover_options(steps: str, ridge):
+def _recover_options(steps: str, ridge, token_mask: str = "auto"):
     from .recover.run import RecoverOptions
 
     steps = tuple(s.strip() for s in steps.split(",") if s.strip())
-    return RecoverOptions(steps=steps) if ridge is None else RecoverOptions(steps=steps, ridge=ridge)
+    extra = {} if ridge is None else {"ridge": ridge}
+    return RecoverOptions(steps=steps, token_mask=None if token_mask == "none" else token_mask, **extra)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -258,6 +259,10 @@ def _summary(result, output) -> list[str]:
               help="Which repairs run (comma-separated subset).")
 @click.option("--ridge", type=float, help="Ridge strength of the reconstruction toward the dense weights, relative "
               "to the Gram diagonal (default 0.1).")
+@click.option("--token-mask", default="auto", show_default=True,
+              help="Input marking the real tokens of padded sequence batches (0 = padding): the repair leaves "
+                   "padded positions out of its statistics. auto: an input named *attention_mask; none: every "
+                   "position counts.")
 @click.option("--finetune", "do_finetune", is_flag=True,
               help="After repair, distil the pruned model toward the dense one on the calibration data "
                    "(options below; see onnxprune finetune).")
@@ -267,7 +272,7 @@ def _summary(result, output) -> list[str]:
 def prune(model, output, ratio, criterion, global_ranking, target_macs, target_params, target_latency, exclude, allocation, search_candidates, seed, sensitivity_ratios, jobs, ray_address, folds, round_to, min_keep, max_ratio, reduction,
           normalize, input_shape, prune_norm_spaces, report_path, plan_out, html_path, as_json, no_verify, val_data,
           labels, metric, max_drop, force, calib_data, batch_size, max_samples, loss, fallback_criterion, device,
-          recover, repair_steps, ridge, image_size, mean, std, layout, channel_order, quiet, do_finetune, **ft):
+          recover, repair_steps, ridge, token_mask, image_size, mean, std, layout, channel_order, quiet, do_finetune, **ft):
     """Prune MODEL and write the smaller model to OUTPUT."""
     from .api import prune as api_prune
 
@@ -285,7 +290,7 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, target_p
                        fallback_criterion=fallback_criterion, device=device,
                        image_options=_image_options(image_size, mean, std, layout, channel_order),
                        progress=False if (quiet or as_json) else None, recover=recover,
-                       recover_options=_recover_options(repair_steps, ridge), allocation=allocation,
+                       recover_options=_recover_options(repair_steps, ridge, token_mask), allocation=allocation,
                        sensitivity_ratios=_ratios(sensitivity_ratios), jobs=jobs, target_params=target_params,
                        exclude=exclude, target_latency=target_latency, search_candidates=search_candidates,
                        seed=seed, finetune=finetune, folds=folds, ray=ray_address)

@@ -49,5 +49,8 @@ def test_cli_reports_the_repair(tmp_path):
     code, _, err = run("prune", MODELS / "resnet_basic_bn.onnx", "-o", out, "--ratio", "0.3", "--calib",
                        "random:16", "--repair-steps", "magic")
     assert_clean_failure(code, err, 7, "unknown repair step")
+    code, _, err = run("prune", MODELS / "resnet_basic_bn.onnx", "-o", out, "--ratio", "0.3", "--calib",
+                       "random:16", "--token-mask", "attention_mask")
+    assert_clean_failure(code, err, 7, "token mask 'attention_mask' is not an input")
     code, _, err = run("prune", MODELS / "resnet_basic_bn.onnx", "-o", out, "--ratio", "0.3", "--recover")
     assert_clean_failure(code, err, 7, "needs calibration data")

@@ -98,8 +98,11 @@ class Moments:
         self.s = np.zeros(length)
         self.ss = np.zeros(length)
 
-    def add(self, a: np.ndarray, axis: int, kept: np.ndarray | None = None) -> None:
+    def add(self, a: np.ndarray, axis: int, kept: np.ndarray | None = None, select: np.ndarray | None = None) -> None:
+        """Add ``a``'s values per channel; ``select`` keeps only some of its rows (a token mask)."""
         rows = channels_last(a, axis, kept)
+        if select is not None:
+            rows = rows[select]
         self.count += rows.shape[0]
         self.s += rows.sum(axis=0)
         self.ss += np.einsum("ij,ij->j", rows, rows)

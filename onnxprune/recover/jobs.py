@@ -15,6 +15,7 @@ from .gram import GramAccumulator, Moments, PairMoments, channels_last, sample_f
 from .graphs import GraphIndex, match_rows, set_const_input
 from .linear import Chain, Linear, attr
 from .statscorrect import choose_affine, flap_bias, matched_bn, output_moments
+from .tokens import row_mask
 
 
 def _rel(err: float, norm: float) -> float:
@@ -62,7 +63,9 @@ class LinearJob:
         return GramAccumulator.nbytes(self.d, self.c, self.folds) if self.gram else 0
 
     # ---- accumulation -----------------------------------------------------------------
-    def accumulate(self, offset: int, p: dict, d: dict) -> None:
+    def accumulate(self, offset: int, p: dict, d: dict, mask: np.ndarray | None = None) -> None:
+        """Add one batch (samples from ``offset``); ``mask`` (batch, sequence) marks the
+        real tokens of a padded batch: rows of padded positions are left out."""
         u, kept = self.unit, self.target.kept_out
         if not self.checked:
             self.checked = True
@@ -73,11 +76,15 @@ class LinearJob:
                 if list(p[self.chain.skip].shape) != want:  # broadcasting Add: fit the layer output
                     self.chain = Chain()
         y_dense = d[u.out]
-        self.dense_out.add(y_dense, u.axis % y_dense.ndim, kept)
+        out_axis = u.axis % y_dense.ndim
+        self.dense_out.add(y_dense, out_axis, kept, row_mask(mask, y_dense, out_axis))
         if self.flap:
-            self.xbar.add(d[u.x], u.in_axis(d[u.x].ndim))
+            in_axis = u.in_axis(d[u.x].ndim)
+            self.xbar.add(d[u.x], in_axis, None, row_mask(mask, d[u.x], in_axis))
         if not self.gram:
-            self.pair.add(u.rows(y_dense, kept), u.rows(p[u.out]))
+            y_rows, x_rows = u.rows(y_dense, kept), u.rows(p[u.out])
+            sel = row_mask(mask, y_dense, out_axis)
+            self.pair.add(y_rows if sel is None else y_rows[sel], x_rows if sel is None else x_rows[sel])
             return
         if self.dense_inputs:
             x = np.take(d[u.x], self.target.kept_in, axis=u.in_axis(d[u.x].ndim))
@@ -89,16 +96,19 @@ class LinearJob:
         for fold, idx in sample_folds(offset, n, self.folds):
             for s in range(0, len(idx), per):
                 part = idx[s:s + per]
-                X = u.design(np.take(x, part, axis=sax))
+                xs = np.take(x, part, axis=sax)
+                X = u.design(xs)
+                sel = None if mask is None or sax != 0 else row_mask(mask[part], xs, u.in_axis(xs.ndim))
                 if self.absorbing:
-                    dense_add = u.rows(np.take(d[self.chain.add_out], part, axis=0), kept)
-                    Y = dense_add - u.rows(np.take(p[self.chain.skip], part, axis=0))
+                    fitted = u.rows(np.take(d[self.chain.add_out], part, axis=0), kept)  # the Add's dense output
+                    Y = fitted - u.rows(np.take(p[self.chain.skip], part, axis=0))
                     if self.chain.bn is not None:
                         Y = (Y - self.chain.c) / self.chain.a
-                    self.fitnorm += float(np.einsum("ij,ij->", dense_add, dense_add))
                 else:
-                    Y = u.rows(np.take(y_dense, part, axis=0), kept)
-                    self.fitnorm += float(np.einsum("ij,ij->", Y, Y))
+                    Y = fitted = u.rows(np.take(y_dense, part, axis=0), kept)
+                if sel is not None:
+                    X, Y, fitted = X[sel], Y[sel], fitted[sel]
+                self.fitnorm += float(np.einsum("ij,ij->", fitted, fitted))
                 self.acc.add(fold, X, Y)
 
     # ---- result ------------------------------------------------------------------------
@@ -190,7 +200,7 @@ class BatchNormJob:
     def nbytes(self) -> int:
         return 0
 
-    def accumulate(self, offset: int, p: dict, d: dict) -> None:
+    def accumulate(self, offset: int, p: dict, d: dict, mask: np.ndarray | None = None) -> None:
         self.pair.add(channels_last(d[self.x], 1, self.kept), channels_last(p[self.x], 1, None))
 
     def finish(self, model, index: GraphIndex) -> dict:

@@ -26,6 +26,7 @@ from .jobs import BatchNormJob, LinearJob
 from .linear import Chain, Linear, downstream_targets, find_chain
 from .passes import StreamedModel, calibration_batches
 from .solve import RIDGE_GRID
+from .tokens import AUTO, find_token_mask
 
 STEPS = ("reconstruct", "bias", "bn", "bn_folded")
 DEFAULT_STEPS = ("reconstruct", "bias", "bn")
@@ -49,6 +50,9 @@ class RecoverOptions:
     max_dim: int = 8192  # layers with more design columns (inputs × kernel taps) get no least squares
     max_wave_bytes: int = 2 << 30  # statistics held at once by one wave
     cache_bytes: int = 1 << 30  # activations kept between passes, per model (dense, pruned)
+    # graph input marking real tokens of padded sequence batches ("auto": an input named
+    # *attention_mask; None: every row counts); see onnxprune.recover.tokens
+    token_mask: str | None = AUTO
 
     def check(self) -> None:
         bad = [s for s in self.steps if s not in STEPS]
@@ -84,9 +88,10 @@ def recover(dense: onnx.ModelProto, pruned: onnx.ModelProto, targets: dict, data
     alphas = tuple(options.ridge_grid) if options.ridge is None else (options.ridge,)
     if options.ridge is not None:
         folds = 1  # a fixed ridge needs no held-out choice
+    mask = find_token_mask(ref, options.token_mask)
     jobs, skipped = _make_jobs(pindex, dindex, targets, options, folds, alphas)
     report = {"steps": [s for s in STEPS if s in options.steps], "ridge": "cv" if options.ridge is None else
-              options.ridge, "folds": folds, "layers": {}, "skipped": skipped, "waves": 0}
+              options.ridge, "folds": folds, "token_mask": mask, "layers": {}, "skipped": skipped, "waves": 0}
     deps = _dependencies(pindex, jobs)
     order = {j.node: pindex.order[j.node] for j in jobs}
     pending = sorted(jobs, key=lambda j: order[j.node])
@@ -99,7 +104,7 @@ def recover(dense: onnx.ModelProto, pruned: onnx.ModelProto, targets: dict, data
         wave = _next_wave(pending, deps, options.max_wave_bytes)
         later = [j for j in pending if j not in wave]
         future = ({t for j in later for t in j.pruned_tensors()}, {t for j in later for t in j.dense_tensors()})
-        _run_wave(model, pindex, ref, dindex, wave, batches, streams, future)
+        _run_wave(model, pindex, ref, dindex, wave, batches, streams, future, mask)
         for job in wave:
             report["layers"][job.node] = job.finish(model, pindex)
             pindex = GraphIndex(model)
@@ -196,14 +201,15 @@ def _next_wave(pending: list, deps: dict, budget: int) -> list:
 
 
 # ---- passes -------------------------------------------------------------------------------
-def _run_wave(model, pindex, ref, dindex, wave, batches, streams, future) -> None:
+def _run_wave(model, pindex, ref, dindex, wave, batches, streams, future, mask_input=None) -> None:
     pruned, dense = streams
     pruned.prepare(model, pindex, [t for j in wave for t in j.pruned_tensors()], future[0])
     dense.prepare(ref, dindex, [t for j in wave for t in j.dense_tensors()], future[1])
     for i, (offset, feeds) in enumerate(batches):
         p = pruned.run(i, feeds, len(batches))
         d = dense.run(i, feeds, len(batches))
+        mask = None if mask_input is None else feeds.get(mask_input)
         for job in wave:
-            job.accumulate(offset, p, d)
+            job.accumulate(offset, p, d, mask)
     pruned.finish()
     dense.finish()

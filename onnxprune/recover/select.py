@@ -22,6 +22,7 @@ from .graphs import GraphIndex, exposing
 from .gram import GramAccumulator, samples_per_chunk
 from .linear import Linear
 from .passes import calibration_batches, quiet_session
+from .tokens import AUTO, find_token_mask, row_mask
 
 DAMP = 0.1  # relative damping of the covariance (× its mean diagonal): the repair's own ridge
 MAX_DIM = 8192  # consumers with wider design rows are not measured (their Gram would not fit)
@@ -30,8 +31,10 @@ GREEDY_BUDGET = 2e11  # block-solve flops allowed for the greedy; above it, one-
 
 
 def consumer_grams(analysis, groups, dataset, *, device="cpu", max_samples=None, progress=None,
-                   max_dim: int = MAX_DIM) -> dict:
-    """{consumer node: (Linear, centred covariance of its design rows)} on the dense model."""
+                   max_dim: int = MAX_DIM, token_mask: str | None = AUTO) -> dict:
+    """{consumer node: (Linear, centred covariance of its design rows)} on the dense model;
+    rows of padded tokens are left out (``token_mask``: see :mod:`onnxprune.recover.tokens`)."""
+    mask_input = find_token_mask(analysis.model, token_mask)
     index = GraphIndex(analysis.model)
     points = find_read_points(analysis, groups)
     units = {}
@@ -57,12 +60,17 @@ def consumer_grams(analysis, groups, dataset, *, device="cpu", max_samples=None,
     for _, feeds in batches:
         vals = dict(zip(fetch, sess.run(fetch, feeds))) if sess else {}
         vals.update({t: feeds[t] for t in tensors if t in feeds})
+        mask = None if mask_input is None else feeds.get(mask_input)
         for name, u in units.items():
             x = vals[u.x]
             sax = u.sample_axis()
             per = samples_per_chunk(u.rows_per_sample(x), accs[name].d)
             for s in range(0, x.shape[sax], per):
-                X = u.design(np.take(x, np.arange(s, min(s + per, x.shape[sax])), axis=sax))
+                xs = np.take(x, np.arange(s, min(s + per, x.shape[sax])), axis=sax)
+                X = u.design(xs)
+                sel = None if mask is None or sax != 0 else row_mask(mask[s:s + per], xs, u.in_axis(xs.ndim))
+                if sel is not None:
+                    X = X[sel]
                 accs[name].add(0, X, np.zeros((X.shape[0], 0)))
         bar.step()
     bar.close()
