@@ -15,7 +15,13 @@ mean/std fix of convs whose BatchNorm the exporter folded, ``bn_folded``) · ls 
 the default steps) · ls+bn (least squares, then ``bn_folded``).
 
     python scripts/bench_repair.py [--criteria l2,wanda,activation,obs] [--targets 0.8,0.65]
-                                   [--repairs off,bias,ls,ls+bn] [--write-docs]
+                                   [--repairs off,bias,ls,ls+bn] [--kinds depthwise-coupled]
+                                   [--calib-samples N] [--split fixed|folds] [--write-docs]
+
+``--split folds`` deals all 21 photos into folds and evaluates each fold's photos with the
+model repaired on the other photos' crops: calibration and evaluation photos never overlap,
+but both mix natural colour photos and grey scientific ones (the fixed split calibrates on
+no natural photo at all and evaluates only on natural photos).
 """
 
 from __future__ import annotations
@@ -91,6 +97,17 @@ def kl(ref: np.ndarray, out: np.ndarray) -> float:
     return float((np.exp(lp) * (lp - lq)).sum(1).mean())
 
 
+def splits(name: str, folds: int) -> list[tuple[list[str], list[str]]]:
+    """[(calibration photos, evaluation photos)]: ``fixed`` is the peers' split (13 mostly
+    grey scientific and texture photos to calibrate, 8 natural colour photos to evaluate);
+    ``folds`` deals all 21 photos (sorted by name) round-robin into ``folds`` parts and
+    evaluates on each part with the others as calibration photos, so both sides mix kinds."""
+    if name == "fixed":
+        return [(CALIB_PHOTOS, EVAL_PHOTOS)]
+    names = sorted(CALIB_PHOTOS + EVAL_PHOTOS)
+    return [([n for n in names if n not in names[f::folds]], names[f::folds]) for f in range(folds)]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="/work/bench_models/mobilenetv2.onnx")
@@ -105,19 +122,18 @@ def main(argv=None) -> int:
     ap.add_argument("--obs-damp", type=float, default=None)
     ap.add_argument("--kinds", default="", help="prune only groups of these kinds (e.g. depthwise-coupled: "
                     "the inverted-residual hidden channels); default all prunable groups")
+    ap.add_argument("--split", default="fixed", choices=["fixed", "folds"],
+                    help="fixed: the peers' photo split; folds: every photo evaluated once, calibrated on the others")
+    ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     folder = fetch()
-    calib = crops(folder, CALIB_PHOTOS, args.calib_samples, seed=1)
-    evals = crops(folder, EVAL_PHOTOS, args.eval_samples, seed=2)
     dense = load_model(args.model)
     name = dense.graph.input[0].name
-    ds = load_data({name: calib}, dense, batch_size=args.batch)
-    shape = {name: [1] + list(calib.shape[1:])}
+    shape = {name: [1, 3, 224, 224]}
     dense_macs = count_macs(dense, shape)
-    ref = logits(dense, evals)
     options = {}
     if args.ridge is not None:
         options["ridge"] = args.ridge
@@ -126,51 +142,68 @@ def main(argv=None) -> int:
     from onnxprune.recover.select import DAMP
 
     damp = DAMP if args.obs_damp is None else args.obs_damp
+    kinds = [k for k in args.kinds.split(",") if k]
+    parts = splits(args.split, args.folds)
     rows = []
-    print(f"{'criterion':>10} {'MACs':>6} {'repair':>6} {'agree':>6} {'KL':>7} {'seconds':>8}")
-    for target in [float(t) for t in args.targets.split(",")]:
-        for crit in args.criteria.split(","):
-            kinds = [k for k in args.kinds.split(",") if k]
-            pruned, targets, score_s = prune(dense, crit, target, ds, damp, kinds)
-            macs = count_macs(pruned, shape) / dense_macs
-            for rep in args.repairs.split(","):
-                t = time.perf_counter()
-                model = pruned
-                if REPAIRS[rep] is not None:
-                    model, _ = recover(dense, pruned, targets, ds, RecoverOptions(steps=REPAIRS[rep], **options),
-                                       progress=False)
-                seconds = time.perf_counter() - t + (score_s if crit == "obs" else 0.0)
-                out = logits(model, evals)
-                row = {"criterion": crit, "target": target, "macs": macs, "repair": rep,
-                       "agreement": float((out.argmax(1) == ref.argmax(1)).mean()), "kl": kl(ref, out),
-                       "seconds": seconds}
-                rows.append(row)
-                print(f"{crit:>10} {macs:6.3f} {rep:>6} {row['agreement']:6.3f} {row['kl']:7.3f} {seconds:8.1f}",
-                      flush=True)
+    print(f"{'fold':>4} {'criterion':>10} {'MACs':>6} {'repair':>6} {'agree':>6} {'KL':>7} {'seconds':>8}")
+    for fold, (calib_names, eval_names) in enumerate(parts):
+        calib = crops(folder, calib_names, args.calib_samples, seed=1)
+        evals = crops(folder, eval_names, args.eval_samples, seed=2)
+        ds = load_data({name: calib}, dense, batch_size=args.batch)
+        ref = logits(dense, evals)
+        for target in [float(t) for t in args.targets.split(",")]:
+            for crit in args.criteria.split(","):
+                pruned, targets, score_s = prune(dense, crit, target, ds, damp, kinds)
+                macs = count_macs(pruned, shape) / dense_macs
+                for rep in args.repairs.split(","):
+                    t = time.perf_counter()
+                    model = pruned
+                    if REPAIRS[rep] is not None:
+                        model, _ = recover(dense, pruned, targets, ds, RecoverOptions(steps=REPAIRS[rep], **options),
+                                           progress=False)
+                    seconds = time.perf_counter() - t + (score_s if crit == "obs" else 0.0)
+                    out = logits(model, evals)
+                    row = {"criterion": crit, "target": target, "macs": macs, "repair": rep, "fold": fold,
+                           "agreement": float((out.argmax(1) == ref.argmax(1)).mean()), "kl": kl(ref, out),
+                           "seconds": seconds}
+                    rows.append(row)
+                    print(f"{fold:>4} {crit:>10} {macs:6.3f} {rep:>6} {row['agreement']:6.3f} {row['kl']:7.3f} "
+                          f"{seconds:8.1f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if args.write_docs:
         from benchdocs import write_section
 
-        write_section("bench_repair", render(args, rows))
+        write_section("bench_repair" if args.split == "fixed" else "bench_repair_folds", render(args, rows))
     return 0
 
 
 def render(args, rows) -> str:
     repairs = args.repairs.split(",")
     scope = f"groups of kind {args.kinds}" if args.kinds else "all prunable groups"
-    lines = ["## Repair without training (`scripts/bench_repair.py`)", "",
+    if args.split == "fixed":
+        data = (f"repaired from {args.calib_samples} calibration crops of {len(CALIB_PHOTOS)} photos; top-1 agreement "
+                f"with the dense model / mean KL(dense ‖ pruned) on {args.eval_samples} crops of {len(EVAL_PHOTOS)} "
+                "other photos (the peers' split)")
+    else:
+        data = (f"the {len(CALIB_PHOTOS) + len(EVAL_PHOTOS)} photos dealt into {args.folds} folds; each fold's photos "
+                f"evaluated ({args.eval_samples} crops) with the model repaired from {args.calib_samples} crops of the "
+                "other photos; top-1 agreement with the dense model / mean KL(dense ‖ pruned), mean over the folds")
+    title = "Repair without training" + ("" if args.split == "fixed" else ", photos in folds")
+    lines = [f"## {title} (`scripts/bench_repair.py`)", "",
              f"MobileNetV2 (torchvision ImageNet weights), uniform pruning of {scope} to a MACs target (`round_to=1`), "
-             f"repaired from {args.calib_samples} calibration crops of {len(CALIB_PHOTOS)} photos; top-1 agreement "
-             f"with the dense model / mean KL(dense ‖ pruned) on {args.eval_samples} crops of "
-             f"{len(EVAL_PHOTOS)} other photos. No fine-tuning.", "",
+             f"{data}. No fine-tuning. Command: `python scripts/bench_repair.py "
+             + " ".join(a for a in sys.argv[1:] if a != "--write-docs") + "`.", "",
              "| criterion | MACs kept | " + " | ".join(repairs) + " |", "|---|---|" + "---|" * len(repairs)]
     keys = list(dict.fromkeys((r["target"], r["criterion"]) for r in rows))
     for target, crit in keys:
-        got = {r["repair"]: r for r in rows if r["target"] == target and r["criterion"] == crit}
-        macs = next(iter(got.values()))["macs"]
-        cells = [f"{got[k]['agreement']:.2f} / {got[k]['kl']:.2f}" if k in got else "—" for k in repairs]
-        lines.append(f"| {crit} | {macs:.3f} | " + " | ".join(cells) + " |")
+        cells, macs = [], []
+        for k in repairs:
+            got = [r for r in rows if r["target"] == target and r["criterion"] == crit and r["repair"] == k]
+            macs += [r["macs"] for r in got]
+            cells.append(f"{np.mean([r['agreement'] for r in got]):.2f} / {np.mean([r['kl'] for r in got]):.2f}"
+                         if got else "—")
+        lines.append(f"| {crit} | {max(macs):.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
