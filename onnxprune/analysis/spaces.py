@@ -20,6 +20,12 @@ An origin may also have a *grain* (attention heads): its channels are then block
 A Reshape that splits the hidden axis into (heads, head_dim) asks for grain = head_dim
 (:meth:`SpaceTable.request_grain`), and the next pass creates the origin with whole heads
 as channels. Cuts are kept in positions, so they survive a change of grain.
+
+A space may instead have a *period* (the same head-dim indices inside every head): its
+channels are the positions modulo ``period`` of its run, created as
+``Seg(space, period, outer=run // period)``. A Reshape into (heads, head_dim) asks for it
+in ``head_mode="dims"`` (:meth:`SpaceTable.request_period`); such a space cannot be cut
+(a Split/Slice of the head dim, as rotary embeddings do, blocks it).
 """
 
 from __future__ import annotations
@@ -127,6 +133,7 @@ class SpaceInfo:
     origin: str  # which op output axis created it
     offset: int  # its first position within that origin's axis
     grain: int = 1  # positions per channel (head_dim for attention heads)
+    period: int = 1  # channels repeat every ``period`` positions (head dims in every head)
 
 
 @dataclass
@@ -135,11 +142,13 @@ class SpaceTable:
 
     cuts: dict[str, set[int]] = field(default_factory=dict)
     grains: dict[str, int] = field(default_factory=dict)
+    periods: dict[tuple, int] = field(default_factory=dict)  # (origin, offset) -> period
     spaces: list[SpaceInfo] = field(default_factory=list)
     parent: list[int] = field(default_factory=list)
     blocked: dict[int, list[str]] = field(default_factory=dict)
     inexact: dict[int, list[str]] = field(default_factory=dict)
     ties: list[list[int]] = field(default_factory=list)
+    contracted: set = field(default_factory=set)  # spaces read by a contraction of two activations
     new_cut: bool = False
 
     # -- creation ------------------------------------------------------------
@@ -153,9 +162,14 @@ class SpaceTable:
         segs = []
         for a, b in zip(bounds, bounds[1:]):
             sid = len(self.spaces)
-            self.spaces.append(SpaceInfo((b - a) // g, origin, a, g))
+            p = self.periods.get((origin, a), 1)
+            if p > 1 and g == 1 and (b - a) % p == 0:
+                self.spaces.append(SpaceInfo(p, origin, a, 1, p))
+                segs.append(Seg(sid, p, outer=(b - a) // p))
+            else:
+                self.spaces.append(SpaceInfo((b - a) // g, origin, a, g))
+                segs.append(Seg(sid, (b - a) // g, inner=g))
             self.parent.append(sid)
-            segs.append(Seg(sid, (b - a) // g, inner=g))
         amap = make_map(segs)
         if conflict:
             self.block(amap, "a Split/Slice cuts inside an attention head")
@@ -230,10 +244,31 @@ class SpaceTable:
                 self.grains[info.origin] = want
                 self.new_cut = True
 
+    def request_period(self, space: int, period: int) -> bool:
+        """Ask that every origin run of ``space``'s class be created next pass with channels
+        repeating every ``period`` positions (the same head dims in every head). False when
+        a member is not a plain run that divides into ``period``."""
+        root = self.find(space)
+        infos = [self.spaces[s] for s in self.members_of_class(root)]
+        if any(i.grain != 1 or (i.period == 1 and i.size % period) or i.period not in (1, period) for i in infos):
+            return False
+        for info in infos:
+            if info.period == 1:
+                self.periods[(info.origin, info.offset)] = period
+                self.new_cut = True
+        return True
+
+    def periodic(self, space: int) -> bool:
+        """Whether ``space``'s class holds head dims (channels repeating in every head)."""
+        root = self.find(space)
+        return any(self.spaces[s].period > 1 for s in self.members_of_class(root))
+
     def _cut_inside(self, seg: Seg, rel: int) -> bool:
         """Try to cut ``seg`` at relative position ``rel``; False when not expressible."""
         if seg.space is None:
             return True
+        if self.periodic(seg.space):
+            return False
         if seg.outer != 1 or rel % seg.inner:
             return False
         self.request_cut(seg.space, rel // seg.inner)
@@ -263,8 +298,11 @@ class SpaceTable:
                             if 0 < rel < s.length:
                                 ok = ok and self._cut_inside(s, rel)
                         if not ok:
-                            self.block((s,), (who + ": " if who else "") +
-                                       f"takes positions {start}..{stop} that split channels of a merged axis")
+                            why = (f"takes positions {start}..{stop} of the head dims (rotary embeddings "
+                                   "pair dims i and i+d/2): head-dim pruning cannot keep them consistent"
+                                   if self.periodic(s.space) else
+                                   f"takes positions {start}..{stop} that split channels of a merged axis")
+                            self.block((s,), (who + ": " if who else "") + why)
                             return None
                         pending = True
             offset += s.length
