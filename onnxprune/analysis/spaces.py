@@ -202,6 +202,14 @@ class SpaceTable:
     def members_of_class(self, root: int) -> list[int]:
         return [s for s in range(len(self.spaces)) if self.find(s) == root]
 
+    def same(self, a: AxisMap | None, b: AxisMap | None) -> bool:
+        """Whether two axis maps prune identically already (equal layouts, unified spaces)."""
+        if a is None or b is None or len(a) != len(b):
+            return False
+        return all((x.size, x.inner, x.outer) == (y.size, y.inner, y.outer) and
+                   (x.space is None) == (y.space is None) and
+                   (x.space is None or self.find(x.space) == self.find(y.space)) for x, y in zip(a, b))
+
     # -- marks ----------------------------------------------------------------
     def block(self, amap: AxisMap | None, reason: str) -> None:
         for s in map_spaces(amap or ()):

@@ -3,8 +3,9 @@ optimizer writes them.
 
 * ``FastGelu``, ``BiasGelu``, ``Gelu``, ``QuickGelu``: elementwise (``act(x + bias)``):
   channels pass through, a bias on the last axis is a member.
-* ``EmbedLayerNormalization``: the hidden axis it creates is blocked (embedding tables
-  are not pruned), with that reason.
+* ``EmbedLayerNormalization``: the hidden axis it creates is blocked unless
+  ``prune_norm_spaces`` (then inexact, the word/position/segment tables' last axis and
+  gamma/beta its members), with that reason.
 * ``SkipLayerNormalization`` / ``SkipSimplifiedLayerNormalization``:
   ``LayerNorm(input + skip + bias)`` over the last axis — a residual Add (the operands'
   channels are unified) followed by a normalization across the channels, blocked unless
@@ -115,15 +116,26 @@ def skip_layer_norm(node: onnx.NodeProto, ctx) -> None:
 
 @register(f"{MS}:EmbedLayerNormalization")
 def embed_layer_norm(node: onnx.NodeProto, ctx) -> None:
-    """Word + position + segment embeddings, LayerNorm: the hidden axis it creates is not
-    pruned (embedding tables are not members yet); blocked with that reason."""
+    """Word + position + segment embeddings, LayerNorm. With ``prune_norm_spaces`` the
+    hidden axis it creates is produced by the tables' last axis (members, like an
+    embedding ``Gather``) with gamma/beta, and inexact; otherwise blocked with a reason."""
     y = node.output[0]
     hidden = ctx.dim(y, -1)
     if not isinstance(hidden, int):
         src = ctx.const_source(_input(node, 2))  # word_embedding (vocab, hidden)
         hidden = list(ctx.store.shape(src[0]))[-1] if src is not None and src[1] is None else None
     amap = ctx.new_space(node, y, 2, hidden)
-    ctx.block(amap, node, "creates the hidden size from embedding tables, which are not pruned")
+    if not ctx.options.prune_norm_spaces:
+        ctx.block(amap, node, "creates the hidden size from embedding tables, which are not pruned "
+                              "(allow with --prune-norm-spaces)")
+    else:
+        ctx.table.mark_inexact(amap, f"EmbedLayerNormalization '{node.name}' normalizes across these channels")
+        for i, role in ((2, OUT), (3, OUT), (4, OUT)):
+            if _input(node, i):
+                ctx.bind(node, node.input[i], 1, amap, role)
+        for i, role in ((5, NORM_SCALE), (6, NORM_BIAS)):
+            if _input(node, i):
+                ctx.bind(node, node.input[i], 0, amap, role)
     for out in (y, _output(node, 2)):  # output, embedding_sum
         if out:
             ctx.set_amap(out, 2, amap)

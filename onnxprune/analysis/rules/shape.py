@@ -19,6 +19,7 @@ import onnx
 from ..context import attr, norm_axis
 from ..spaces import Seg, scale_map
 from . import register
+from .embedding import expand_table, gather_table
 from .shape_values import DIM, LIT, SetInputElement, _ints, require_entry, shape_elements
 
 @register("Flatten")
@@ -454,6 +455,7 @@ def expand(node: onnx.NodeProto, ctx) -> None:
     x, y = node.input[0], node.output[0]
     tracked = ctx.tracked(x)
     if not tracked:
+        expand_table(node, ctx)  # a class token (with prune_norm_spaces)
         return
     r, ry = ctx.rank(x), ctx.rank(y)
     entries = shape_elements(ctx, node.input[1])
@@ -479,6 +481,7 @@ def gather(node: onnx.NodeProto, ctx) -> None:
         ctx.block(amap, node, "channels used as indices")
     tracked = ctx.tracked(data)
     if not tracked:
+        gather_table(node, ctx)  # an embedding table (with prune_norm_spaces)
         return
     r, q = ctx.rank(data), ctx.rank(idx)
     if r is None or q is None:
