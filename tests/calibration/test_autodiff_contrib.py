@@ -57,7 +57,7 @@ def test_skip_simplified_layer_norm():
     t.check([ms("SkipSimplifiedLayerNormalization", names, epsilon=1e-5)], inputs)
 
 
-def _skip_test_taylor_scores_the_fused_fixture_without_a_fallback():
+def test_taylor_scores_the_fused_fixture_without_a_fallback():
     import onnxprune
     from tests.conftest import MODELS
 
@@ -70,3 +70,18 @@ def _skip_test_taylor_scores_the_fused_fixture_without_a_fallback():
         result = onnxprune.prune(model, ratio=0.25, round_to=1, criterion="taylor", calibration=calib,
                                  progress=False, recover=False)
     assert result.report["groups_pruned"] == 4
+
+
+@pytest.mark.parametrize("mask", [None, "lengths", "raw"])
+def test_attention(mask):
+    """Input, packed QKV weight and bias, with a padding mask given as lengths or 0/1."""
+    names = ["x", "w", "bias"]
+    inputs = {"x": t.r(2, 3, 8), "w": t.r(8, 12) * 0.5, "bias": t.r(12)}
+    inits = {}
+    if mask == "lengths":
+        names.append("m")
+        inits["m"] = np.array([3, 2], dtype=np.int32)
+    elif mask == "raw":
+        names.append("m")
+        inits["m"] = np.array([[1, 1, 0], [1, 1, 1]], dtype=np.int32)
+    t.check([ms("Attention", names, num_heads=2)], inputs, inits)

@@ -9,8 +9,8 @@ optimizer writes them. The backward graph uses default-domain ops only.
   ``SkipSimplifiedLayerNormalization`` is the RMS form: y = s / sqrt(mean(s²) + eps) * gamma.
   The mean and inv-std outputs must not need a gradient.
 
-``Attention`` / ``MultiHeadAttention`` have no rule yet: gradients through them are
-unavailable, with that reason.
+``Attention`` has its rule in :mod:`.attention`; ``MultiHeadAttention`` has none yet:
+gradients through it are unavailable, with that reason.
 """
 
 from __future__ import annotations
