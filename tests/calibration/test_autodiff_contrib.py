@@ -57,11 +57,12 @@ def test_skip_simplified_layer_norm():
     t.check([ms("SkipSimplifiedLayerNormalization", names, epsilon=1e-5)], inputs)
 
 
-def test_taylor_scores_the_fused_fixture_without_a_fallback():
+@pytest.mark.parametrize("name", ["bert_tiny_fused", "bert_tiny_fused_mha"])
+def test_taylor_scores_the_fused_fixture_without_a_fallback(name):
     import onnxprune
     from tests.conftest import MODELS
 
-    model = onnx.load(str(MODELS / "transformers" / "bert_tiny_fused.onnx"))
+    model = onnx.load(str(MODELS / "transformers" / f"{name}.onnx"))
     calib = {"input_ids": np.random.default_rng(0).integers(0, 100, (8, 8)).astype(np.int64)}
     import warnings
 
@@ -85,3 +86,14 @@ def test_attention(mask):
         names.append("m")
         inits["m"] = np.array([[1, 1, 0], [1, 1, 1]], dtype=np.int32)
     t.check([ms("Attention", names, num_heads=2)], inputs, inits)
+
+
+@pytest.mark.parametrize("mask", [None, "lengths"])
+def test_multi_head_attention(mask):
+    names = ["q", "k", "v", "bias"]
+    inputs = {"q": t.r(2, 3, 8), "k": t.r(2, 4, 8), "v": t.r(2, 4, 8), "bias": t.r(24)}
+    inits = {}
+    if mask:
+        names.append("m")
+        inits["m"] = np.array([4, 2], dtype=np.int32)
+    t.check([ms("MultiHeadAttention", names, num_heads=2)], inputs, inits)

@@ -9,8 +9,7 @@ optimizer writes them. The backward graph uses default-domain ops only.
   ``SkipSimplifiedLayerNormalization`` is the RMS form: y = s / sqrt(mean(s²) + eps) * gamma.
   The mean and inv-std outputs must not need a gradient.
 
-``Attention`` has its rule in :mod:`.attention`; ``MultiHeadAttention`` has none yet:
-gradients through it are unavailable, with that reason.
+``Attention`` and ``MultiHeadAttention`` have their rules in :mod:`.attention`.
 """
 
 from __future__ import annotations
