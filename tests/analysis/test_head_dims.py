@@ -1,7 +1,8 @@
 """``head_mode="dims"`` (CLI ``--attention head-dims``): the same head-dim indices removed
 inside every head. Q and K lose the same dims (a group read only by Q·Kᵀ), V and the output
 projection the same dims; rotary embeddings (Llama) block the Q/K dims with a reason;
-reshape targets are rewritten, MACs of Q·Kᵀ and P·V shrink, plans reproduce the mode."""
+reshape targets are rewritten (fused ORT attention: ``qkv_hidden_sizes`` and a pinned
+``scale``), MACs of Q·Kᵀ and P·V shrink, plans reproduce the mode."""
 
 import json
 
@@ -21,7 +22,7 @@ from tests.conftest import MODELS
 from tests.oracle import check_group, choose_removed, feeds_for, zero_contributions
 
 T = MODELS / "transformers"
-UNFUSED = sorted(p for p in T.glob("*.onnx") if "fused" not in p.stem)
+ALL = sorted(T.glob("*.onnx"))
 DIMS = AnalysisOptions(head_mode="dims")
 
 
@@ -29,13 +30,14 @@ def _dims_groups(analysis, which):
     return [g for g in analysis.groups if g.kind == f"attention-head-dims({which})"]
 
 
-@pytest.mark.parametrize("path", UNFUSED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
 def test_head_dims_groups_per_layer(path):
     analysis = analyze(onnx.load(str(path)), DIMS)
     qk, vo = _dims_groups(analysis, "qk"), _dims_groups(analysis, "vo")
     assert [g.size for g in qk] == [8, 8] and [g.size for g in vo] == [8, 8]
     assert all(g.prunable and not g.inexact for g in vo)
     assert not any(g.kind.startswith("attention-heads") for g in analysis.groups)
+    assert all(g.kind != "mixed" for g in qk + vo)
     if path.stem.startswith("llama"):  # rotate_half slices the head dim; cos/sin are computed
         for g in qk:
             assert not g.prunable
@@ -44,7 +46,7 @@ def test_head_dims_groups_per_layer(path):
         assert all(g.prunable and not g.inexact for g in qk)
 
 
-@pytest.mark.parametrize("path", UNFUSED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
 def test_head_dims_pass_the_dead_channel_oracle(path):
     model = onnx.load(str(path))
     analysis = analyze(model, DIMS)
@@ -63,7 +65,8 @@ def test_head_dims_pass_the_dead_channel_oracle(path):
         assert any(not np.allclose(a, b, rtol=1e-6, atol=1e-7) for a, b in zip(original, zeroed)), group.kind
 
 
-@pytest.mark.parametrize("path", [T / "gpt2_tiny.onnx", T / "llama_tiny_dynamo.onnx", T / "vit_tiny.onnx"],
+@pytest.mark.parametrize("path", [T / "gpt2_tiny.onnx", T / "llama_tiny_dynamo.onnx", T / "vit_tiny.onnx",
+                                  T / "bert_tiny_fused.onnx", T / "bert_tiny_fused_mha.onnx"],
                          ids=lambda p: p.stem)
 def test_head_dims_macs_predicted_equal_measured(path):
     original = onnx.load(str(path))
@@ -95,9 +98,28 @@ def test_head_dims_shrink_the_score_matmuls():
     assert all(s is not None and s[1] == 4 and s[-1] == 4 for s in qk), qk
 
 
-def test_fused_attention_keeps_whole_heads_in_dims_mode():
-    analysis = analyze(onnx.load(str(T / "bert_tiny_fused.onnx")), DIMS)
-    assert [g.kind for g in analysis.prunable].count("attention-heads") == 2
+@pytest.mark.parametrize("name", ["bert_tiny_fused", "bert_tiny_fused_mha"])
+def test_fused_attention_prunes_head_dims_with_pinned_scale(name):
+    """num_heads stays 4; Q/K keep 6 dims per head and V 4 (Attention: qkv_hidden_sizes
+    [24, 24, 16]); the scale stays 1/sqrt(8); ONNX Runtime runs it."""
+    model = onnx.load(str(T / f"{name}.onnx"))
+    analysis = analyze(model, DIMS)
+    from onnxprune.plan import Plan
+    from onnxprune.surgery import apply_plan
+
+    keep = {"qk": [0, 1, 2, 4, 5, 7], "vo": [1, 3, 5, 6]}
+    groups = {g.id: {"size": 8, "keep": [keep[g.kind[-3:-1]]]} for g in analysis.prunable
+              if g.kind.startswith("attention-head-dims")}
+    pruned = apply_plan(analysis, Plan("t", groups, {}))
+    onnx.checker.check_model(pruned, full_check=True)
+    for node in pruned.graph.node:
+        if node.op_type in ("Attention", "MultiHeadAttention"):
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            assert attrs["num_heads"] == 4 and attrs["scale"] == pytest.approx(8 ** -0.5)
+            if node.op_type == "Attention":
+                assert list(attrs["qkv_hidden_sizes"]) == [24, 24, 16]
+    feeds = random_inputs(model, batch=2)
+    assert session(pruned).run(None, feeds)[0].shape == session(model).run(None, feeds)[0].shape
 
 
 def test_bad_head_mode_is_one_error():

@@ -88,6 +88,13 @@ def test_attention(mask):
     t.check([ms("Attention", names, num_heads=2)], inputs, inits)
 
 
+def test_attention_after_head_dim_pruning():
+    """Q/K heads of 3 dims, V heads of 2 (qkv_hidden_sizes), the dense scale pinned."""
+    inputs = {"x": t.r(2, 3, 8), "w": t.r(8, 16) * 0.5, "bias": t.r(16)}
+    node = ms("Attention", ["x", "w", "bias"], num_heads=2, qkv_hidden_sizes=[6, 6, 4], scale=0.35)
+    t.check([node], inputs)
+
+
 @pytest.mark.parametrize("mask", [None, "lengths"])
 def test_multi_head_attention(mask):
     names = ["q", "k", "v", "bias"]

@@ -20,6 +20,8 @@ optimizer writes them.
   three channel axes are unified as whole heads (the projections' channels are made
   head-sized blocks, like a Reshape into heads) and ``num_heads`` is rewritten; packed
   QKV/KV layouts and 4-D keys/values block. The packed bias ``[Q | K | V]`` is a member.
+* With ``head_mode="dims"`` both prune the same head dims inside every head instead
+  (:mod:`.contrib_dims`).
 
 Past key/value inputs and present outputs carry the heads on their head axis (constants
 become members; a graph input or output blocks them); a per-head ``attention_bias``
@@ -219,6 +221,11 @@ def attention(node: onnx.NodeProto, ctx) -> None:
         else:
             ctx.costs.append(Cost(node.name, "Attention", None, None))
         return
+    if getattr(ctx.options, "head_mode", "heads") == "dims":
+        from .contrib_dims import attention_dims
+
+        attention_dims(node, ctx, heads, hidden // heads, kv_len)
+        return
     amap, head_axis = _heads_space(ctx, node, y, heads, hidden // heads)
     seg = amap[0]
     packed = make_map([Seg(seg.space, seg.size, seg.inner, outer=3)])
@@ -258,6 +265,12 @@ def multi_head_attention(node: onnx.NodeProto, ctx) -> None:
     elif any(m is None for m in maps):
         ctx.block_inputs(node, f"{label}: Q, K and V do not all come from tracked channels (projections)")
         ok = False
+    if ok and getattr(ctx.options, "head_mode", "heads") == "dims":
+        from .contrib_dims import mha_dims
+
+        if mha_dims(node, ctx, maps, heads, hidden // heads, kv_len):
+            return
+        ok = False
     pending = False
     if ok:
         hd = hidden // heads
@@ -270,12 +283,7 @@ def multi_head_attention(node: onnx.NodeProto, ctx) -> None:
                 ctx.table.request_grain(m[0].space, hd // m[0].inner)  # whole heads next pass
                 pending = True
     if not ok or pending:
-        dims_v = ctx.cost_dims(v)
-        if dims_q is None or dims_v is None or kv_len is None:
-            ctx.costs.append(Cost(node.name, "MultiHeadAttention", None, None))
-        else:  # not pruned here: B·S·T·(H_qk + H_v), as count_macs counts it
-            fixed = dims_q[0] * dims_q[1] * kv_len * (dims_q[2] + dims_v[2])
-            ctx.costs.append(Cost(node.name, "MultiHeadAttention", None, 1.0, float(fixed)))
+        fixed_mha_cost(node, ctx, kv_len)
         return
     for m in maps[1:]:
         ctx.table.unify(maps[0], m, label)
@@ -291,3 +299,14 @@ def multi_head_attention(node: onnx.NodeProto, ctx) -> None:
     ctx.set_amap(node.output[0], 2, amap)
     ctx.add_fixup(SetNumHeads(ctx.node_index[node.name], head_axis))
     _attention_cost(node, ctx, q, kv_len, amap, "MultiHeadAttention")
+
+
+def fixed_mha_cost(node, ctx, kv_len) -> None:
+    """MACs of a MultiHeadAttention that is not pruned here: B·S·T·(H_qk + H_v), as
+    count_macs counts it."""
+    dims_q, dims_v = ctx.cost_dims(node.input[0]), ctx.cost_dims(_input(node, 2))
+    if dims_q is None or dims_v is None or kv_len is None:
+        ctx.costs.append(Cost(node.name, "MultiHeadAttention", None, None))
+    else:
+        fixed = dims_q[0] * dims_q[1] * kv_len * (dims_q[2] + dims_v[2])
+        ctx.costs.append(Cost(node.name, "MultiHeadAttention", None, 1.0, float(fixed)))

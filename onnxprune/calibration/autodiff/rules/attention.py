@@ -9,7 +9,7 @@ dX = dQKV·Wᵀ, dW = Xᵀ·dQKV, d bias = Σ dQKV.
 ``MultiHeadAttention`` takes Q, K, V projected already (3-D), an optional packed bias
 [Q | K | V]; the same backward without the projection. Supported: no mask, a 1-D ``mask_index`` of batch size (valid key length per sequence) or
 a 2-D raw 0/1 mask (batch, keys). Past/present state, a unidirectional (causal) mask,
-unequal ``qkv_hidden_sizes``, an attention bias, rotary embeddings and other mask layouts
+Q and K widths that differ, an attention bias, rotary embeddings and other mask layouts
 raise :class:`NoRule` with the reason.
 """
 
@@ -81,31 +81,31 @@ def attention(node, b, gy, needs):
         raise NoRule("gradient through the present state")
     if attr(node, "unidirectional", 0) or attr(node, "do_rotary", 0):
         raise NoRule("unidirectional (causal) or rotary attention")
-    sizes = attr(node, "qkv_hidden_sizes", None)
-    if sizes is not None and len(set(sizes)) != 1:
-        raise NoRule("unequal qkv_hidden_sizes")
     n = attr(node, "num_heads", 0)
     xs, ws = b.shape(x), b.shape(w)
-    if len(xs) != 3 or len(ws) != 2 or ws[1] % 3 or not n or (ws[1] // 3) % n:
-        raise NoRule("input/weight layout (needs (B, S, in) and (in, 3·H), H divisible by num_heads)")
-    hidden = ws[1] // 3
-    h = hidden // n
+    sizes = attr(node, "qkv_hidden_sizes", None) or ([ws[1] // 3] * 3 if len(ws) == 2 else None)
+    if len(xs) != 3 or len(ws) != 2 or not n or sizes is None or sum(sizes) != ws[1] or sizes[0] != sizes[1] \
+            or sizes[0] % n or sizes[2] % n:
+        raise NoRule("input/weight layout (needs (B, S, in), (in, Hq + Hk + Hv) with Hq = Hk, each divisible "
+                     "by num_heads)")
+    hqk, hv = sizes[0] // n, sizes[2] // n
     bsz, seq = xs[0], xs[1]
-    sc = attr(node, "scale", None) or 1.0 / math.sqrt(h)
+    sc = attr(node, "scale", None) or 1.0 / math.sqrt(hqk)
     qkv = b.op("MatMul", [x, w], hint="qkv")
     if bias:
         qkv = b.op("Add", [qkv, bias], hint="qkv")
-    hs = [bsz, seq, hidden]
-    q, k, v = (_heads(b, t, n, h, hs) for t in b.op("Split", [qkv, b.ints([hidden] * 3)], hint="qkv", n_out=3,
-                                                            axis=2))
-    dq, dk, dv = _sdpa_backward(b, q, k, v, _heads(b, gy[0], n, h, hs), sc, _mask_bias(b, node, mask, bsz, seq, x), x)
-    dqkv = b.op("Concat", [_merge(b, t, hs) for t in (dq, dk, dv)], hint="dqkv", axis=2)
+    shapes = [[bsz, seq, size] for size in sizes]
+    parts = b.op("Split", [qkv, b.ints(list(sizes))], hint="qkv", n_out=3, axis=2)
+    q, k, v = (_heads(b, t, n, d, shape) for t, d, shape in zip(parts, (hqk, hqk, hv), shapes))
+    mask_bias = _mask_bias(b, node, mask, bsz, seq, x)
+    dq, dk, dv = _sdpa_backward(b, q, k, v, _heads(b, gy[0], n, hv, shapes[2]), sc, mask_bias, x)
+    dqkv = b.op("Concat", [_merge(b, t, shape) for t, shape in zip((dq, dk, dv), shapes)], hint="dqkv", axis=2)
     out = {}
     if needs[0]:
         out[0] = b.op("MatMul", [dqkv, transpose(b, w, [1, 0], hint="wT")], hint="dx")
     if len(needs) > 1 and needs[1]:
         x2 = reshape(b, x, [bsz * seq, xs[2]], hint="x2")
-        out[1] = b.op("MatMul", [transpose(b, x2, [1, 0], hint="x2T"), reshape(b, dqkv, [bsz * seq, 3 * hidden])],
+        out[1] = b.op("MatMul", [transpose(b, x2, [1, 0], hint="x2T"), reshape(b, dqkv, [bsz * seq, ws[1]])],
                       hint="dw")
     if len(needs) > 2 and needs[2] and bias:
         out[2] = reduce(b, "ReduceSum", dqkv, [0, 1], keepdims=False, hint="dbias")
