@@ -140,3 +140,13 @@ def test_cli_attention_option(tmp_path):
                               "--attention", "head-dims", "--plan-out", str(plan), "-q"])
     assert res.exit_code == 0, res.output
     assert json.loads(plan.read_text())["settings"]["head_mode"] == "dims"
+
+
+@pytest.mark.parametrize("criterion", ["activation", "taylor"])
+def test_data_criteria_read_qk_dims_at_the_score_matmul(criterion):
+    """Q/K dims have no consumer weight: they are measured at both inputs of Q·Kᵀ."""
+    model = onnx.load(str(T / "gpt2_tiny.onnx"))
+    calib = {"input_ids": np.random.default_rng(0).integers(0, 100, (8, 8)).astype(np.int64)}
+    result = onnxprune.prune(model, ratio=0.25, round_to=1, criterion=criterion, calibration=calib,
+                             head_mode="dims", progress=False, recover=False)
+    assert result.report["groups_pruned"] == 6  # 2 FFN, 2 Q/K dims, 2 V/O dims

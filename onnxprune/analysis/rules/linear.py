@@ -127,6 +127,7 @@ def _activation_matmul(node, ctx, a, b, y, ra, rb, ry) -> None:
         # the same head dims on both sides (Q·Kᵀ): dropping dim d drops the term q_d·k_d
         if ctx.table.unify(ka, kb, f"MatMul '{node.name}'"):
             ctx.table.contracted.update(map_spaces(ka))
+            ctx.contractions.append((node.name, [(a, ra - 1), (b, rb - 2)]))
     else:
         for amap in (ka, kb):
             if amap is not None:
