@@ -26,6 +26,8 @@ from onnxprune.surgery import apply_plan
 from onnxprune.weights import WeightStore
 from tests.oracle import choose_removed, dead_positions
 
+MS = "com.microsoft"
+
 
 def with_head(model: onnx.ModelProto, classes: int = 10) -> onnx.ModelProto:
     """The model with a linear head on its (single) hidden-state output, so the hidden size
@@ -84,6 +86,12 @@ def masked_reference(analysis, group, removed) -> onnx.ModelProto:
             if _in_group(analysis, group, amap):
                 assert _attr(node, "axis", -1) in (-1, r - 1), "oracle: LayerNormalization over several axes"
                 rep = _masked_layer_norm(node, _mask(amap, dead_of), extra)
+        elif node.op_type in ("SkipLayerNormalization", "EmbedLayerNormalization") and node.domain == MS:
+            out = node.output[0]
+            amap = ctx.amap(out, (ctx.rank(out) or 3) - 1)
+            if _in_group(analysis, group, amap):
+                build = _masked_skip_ln if node.op_type == "SkipLayerNormalization" else _masked_embed_ln
+                rep = build(node, _mask(amap, dead_of), extra)
         elif node.op_type == "ReduceMean" and r is not None:
             axes = _axes(node, store, r)
             maps = [ctx.amap(x, a) for a in axes]
@@ -136,15 +144,19 @@ def _masked_mean(node, mask, axis, r, axes, extra):
             helper.make_node("Div", [f"{p}_sum", n], [node.output[0]])]
 
 
-def _masked_layer_norm(node, mask, extra):
-    p = node.name
+def _masked_layer_norm(node, mask, extra, x=None, gamma=None, beta=None, y=None, p=None):
+    """LayerNorm over the last axis with statistics of the live positions only (gamma and
+    beta default to the node's inputs 1 and 2)."""
+    p = p or node.name
     m = _const(extra, f"{p}_mask", mask)
     n = _const(extra, f"{p}_live", np.float32(mask.sum()))
     eps = _const(extra, f"{p}_eps", np.float32(_attr(node, "epsilon", 1e-5)))
     ax = _const(extra, f"{p}_axes", np.array([-1], dtype=np.int64))
-    x, gamma = node.input[0], node.input[1]
-    beta = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    y = node.output[0]
+    x = x or node.input[0]
+    gamma = gamma or node.input[1]
+    if beta is None:
+        beta = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    y = y or node.output[0]
     out = [helper.make_node("Mul", [x, m], [f"{p}_xm"]),
            helper.make_node("ReduceSum", [f"{p}_xm", ax], [f"{p}_s"], keepdims=1),
            helper.make_node("Div", [f"{p}_s", n], [f"{p}_mean"]),
@@ -160,6 +172,53 @@ def _masked_layer_norm(node, mask, extra):
     if beta:
         out.append(helper.make_node("Add", [f"{p}_g", beta], [y]))
     return out
+
+
+def _in(node, i):
+    return node.input[i] if len(node.input) > i else ""
+
+
+def _masked_skip_ln(node, mask, extra):
+    """ORT SkipLayerNormalization: s = input + skip (+ bias), its 4th output; LayerNorm(s)."""
+    p = node.name
+    s = node.output[3] if len(node.output) > 3 and node.output[3] else f"{p}_sum"
+    nodes = [helper.make_node("Add", [node.input[0], node.input[1]], [f"{p}_s0" if _in(node, 4) else s])]
+    if _in(node, 4):
+        nodes.append(helper.make_node("Add", [f"{p}_s0", node.input[4]], [s]))
+    return nodes + _masked_layer_norm(node, mask, extra, x=s, gamma=node.input[2], beta=_in(node, 3) or "",
+                                      y=node.output[0])
+
+
+def _masked_embed_ln(node, mask, extra):
+    """ORT EmbedLayerNormalization: word[ids] + position[0..S) (or position_ids) +
+    segment[segment_ids], then LayerNorm. The original node stays for its mask_index."""
+    p = node.name
+    kept = helper.make_node(node.op_type, list(node.input), [f"{p}_unused"] + list(node.output[1:2]), domain=MS,
+                            name=p)
+    kept.attribute.extend(node.attribute)
+    one = _const(extra, f"{p}_one", np.array([1], dtype=np.int64))
+    zero = _const(extra, f"{p}_zero", np.array(0, dtype=np.int64))
+    step = _const(extra, f"{p}_step", np.array(1, dtype=np.int64))
+    nodes = [kept, helper.make_node("Gather", [node.input[2], node.input[0]], [f"{p}_word"])]
+    if _in(node, 8):
+        pos_ids = node.input[8]
+    else:
+        nodes += [helper.make_node("Shape", [node.input[0]], [f"{p}_shape"]),
+                  helper.make_node("Gather", [f"{p}_shape", one], [f"{p}_len1"]),
+                  helper.make_node("Squeeze", [f"{p}_len1"], [f"{p}_len"]),
+                  helper.make_node("Range", [zero, f"{p}_len", step], [f"{p}_pos_ids"])]
+        pos_ids = f"{p}_pos_ids"
+    nodes += [helper.make_node("Gather", [node.input[3], pos_ids], [f"{p}_pos"]),
+              helper.make_node("Add", [f"{p}_word", f"{p}_pos"], [f"{p}_wp"])]
+    total = f"{p}_wp"
+    if _in(node, 1) and _in(node, 4):
+        nodes += [helper.make_node("Gather", [node.input[4], node.input[1]], [f"{p}_seg"]),
+                  helper.make_node("Add", [total, f"{p}_seg"], [f"{p}_emb"])]
+        total = f"{p}_emb"
+    if len(node.output) > 2 and node.output[2]:
+        nodes.append(helper.make_node("Identity", [total], [node.output[2]]))
+    return nodes + _masked_layer_norm(node, mask, extra, x=total, gamma=node.input[5], beta=_in(node, 6) or "",
+                                      y=node.output[0])
 
 
 def check_norm_group(analysis, group, feeds, seed=0, rtol=1e-5):

@@ -4,7 +4,9 @@ expanded over the batch, ORT's EmbedLayerNormalization, RMSNorm's ReduceMean, an
 LM head (the embedding table read twice) are members of the hidden-size space.
 
 The fixtures end in the hidden state (a graph output, never pruned), so each test puts a
-linear head on it (:func:`tests.oracle_norm.with_head`)."""
+linear head on it (:func:`tests.oracle_norm.with_head`). The oracle is the masked-norm one
+(:mod:`tests.oracle_norm`), ORT's SkipLayerNormalization and EmbedLayerNormalization
+included."""
 
 import numpy as np
 import onnx
@@ -21,7 +23,7 @@ from tests.oracle import feeds_for
 from tests.oracle_norm import check_norm_group, with_head
 
 T = MODELS / "transformers"
-UNFUSED = sorted(p for p in T.glob("*.onnx") if "fused" not in p.stem)
+ALL = sorted(T.glob("*.onnx"))
 NORM = AnalysisOptions(prune_norm_spaces=True)
 
 
@@ -29,14 +31,13 @@ def _hidden(analysis):
     return [g for g in analysis.groups if g.size == 32]
 
 
-@pytest.mark.parametrize("path", UNFUSED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
 def test_hidden_size_with_embeddings_passes_the_masked_oracle(path):
     model = with_head(onnx.load(str(path)))
     analysis = analyze(model, NORM)
     [group] = _hidden(analysis)
     assert group.prunable and group.inexact, group.blocked
-    producers = {m.tensor for m in group.members if m.role == OUT}
-    tables = {n.input[0] for n in analysis.model.graph.node if n.op_type in ("Gather", "Expand")} & producers
+    tables = [m for m in group.members if m.role == OUT and m.op in ("Gather", "Expand", "EmbedLayerNormalization")]
     assert tables, "no embedding table is a member"
     feeds = feeds_for(model)
     pruned, reference = check_norm_group(analysis, group, feeds)

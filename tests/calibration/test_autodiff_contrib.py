@@ -10,6 +10,7 @@ import pytest
 from onnx import helper
 
 from tests.calibration import test_autodiff as t
+from tests.calibration.test_autodiff import fresh_rng  # noqa: F401  (autouse: same inputs in any order)
 
 MS = "com.microsoft"
 

@@ -248,7 +248,7 @@ def multi_head_attention(node: onnx.NodeProto, ctx) -> None:
     past_k, past_v = _input(node, 6), _input(node, 7)
     label = f"MultiHeadAttention '{node.name}'"
     heads = attr(node, "num_heads", 0)
-    dims_q, dims_k = ctx.cost_dims(q), ctx.cost_dims(k) if k else None
+    dims_k = ctx.cost_dims(k) if k else None
     p = _past_length(ctx, past_k, 2)
     kv_len = None if dims_k is None or p is None or len(dims_k) != 3 else dims_k[1] + p
     operands = [q, k, v]

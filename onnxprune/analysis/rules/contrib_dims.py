@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from ..context import BIAS, OUT, Cost, Fixup, attr, node_key
+from ..context import BIAS, OUT, Cost, Fixup, node_key
 from ..spaces import Seg, make_map
 
 
