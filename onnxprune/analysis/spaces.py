@@ -24,12 +24,17 @@ as channels. Cuts are kept in positions, so they survive a change of grain.
 A space may instead have a *period* (the same head-dim indices inside every head): its
 channels are the positions modulo ``period`` of its run, created as
 ``Seg(space, period, outer=run // period)``. A Reshape into (heads, head_dim) asks for it
-in ``head_mode="dims"`` (:meth:`SpaceTable.request_period`); such a space cannot be cut
-(a Split/Slice of the head dim, as rotary embeddings do, blocks it).
+in ``head_mode="dims"`` (:meth:`SpaceTable.request_period`). Such a space is not cut into
+runs: a Split/Slice of one head's dims at ``c`` (rotary embeddings' ``rotate_half``)
+refines the period to ``gcd(head_dim, c)``, so that the channels become the pairs
+(i, i + head_dim/2) of every head, written ``Seg(space, head_dim/2, outer=2)`` on the
+head_dim axis; any other cut blocks it. A repeated segment ``Seg(s, n, outer=k)`` unifies
+with ``k`` written-out runs ``Seg(s, n)`` (the rotate_half Concat).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -258,10 +263,10 @@ class SpaceTable:
         a member is not a plain run that divides into ``period``."""
         root = self.find(space)
         infos = [self.spaces[s] for s in self.members_of_class(root)]
-        if any(i.grain != 1 or (i.period == 1 and i.size % period) or i.period not in (1, period) for i in infos):
+        if any(i.grain != 1 or i.size % period for i in infos):
             return False
         for info in infos:
-            if info.period == 1:
+            if info.period != period:  # plain runs, or head dims refined into rotary pairs
                 self.periods[(info.origin, info.offset)] = period
                 self.new_cut = True
         return True
@@ -276,7 +281,12 @@ class SpaceTable:
         if seg.space is None:
             return True
         if self.periodic(seg.space):
-            return False
+            # one head's dims cut in two (rotary embeddings' rotate_half): channels become
+            # the pairs (i, i + cut) of every head, a period of gcd(head_dim, cut)
+            if seg.outer != 1 or seg.inner != 1 or any(
+                    self.spaces[s].period != seg.size for s in self.members_of_class(self.find(seg.space))):
+                return False
+            return self.request_period(seg.space, math.gcd(seg.size, rel))
         if seg.outer != 1 or rel % seg.inner:
             return False
         self.request_cut(seg.space, rel // seg.inner)
@@ -306,8 +316,8 @@ class SpaceTable:
                             if 0 < rel < s.length:
                                 ok = ok and self._cut_inside(s, rel)
                         if not ok:
-                            why = (f"takes positions {start}..{stop} of the head dims (rotary embeddings "
-                                   "pair dims i and i+d/2): head-dim pruning cannot keep them consistent"
+                            why = (f"takes positions {start}..{stop} of the head dims, which does not cut every "
+                                   "head alike (only rotary pairs i, i+d/2 are kept together)"
                                    if self.periodic(s.space) else
                                    f"takes positions {start}..{stop} that split channels of a merged axis")
                             self.block((s,), (who + ": " if who else "") + why)
@@ -325,6 +335,9 @@ class SpaceTable:
             return False
         if a == b:
             return True
+        ea, eb = _expanded(a), _expanded(b)
+        if ea is not None and eb is not None and _bounds(ea) == _bounds(eb):
+            a, b = ea, eb  # Seg(s, n, outer=k) is k runs Seg(s, n): compare run by run
         bounds_a = _bounds(a)
         bounds_b = _bounds(b)
         if bounds_a != bounds_b:
@@ -354,6 +367,19 @@ class SpaceTable:
             else:
                 self.union(sa.space, sb.space)
         return ok
+
+
+def _expanded(amap: AxisMap, limit: int = 256) -> AxisMap | None:
+    """The map with every repeated segment written out as runs (None when too long)."""
+    out = []
+    for s in amap:
+        if s.space is not None and s.outer > 1:
+            out.extend([Seg(s.space, s.size, s.inner)] * s.outer)
+        else:
+            out.append(s)
+        if len(out) > limit:
+            return None
+    return tuple(out)
 
 
 def _bounds(amap: AxisMap) -> list[int]:

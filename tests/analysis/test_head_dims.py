@@ -1,6 +1,7 @@
 """``head_mode="dims"`` (CLI ``--attention head-dims``): the same head-dim indices removed
 inside every head. Q and K lose the same dims (a group read only by Q·Kᵀ), V and the output
-projection the same dims; rotary embeddings (Llama) block the Q/K dims with a reason;
+projection the same dims; with rotary embeddings (Llama) the Q/K channels are the rotation
+pairs (i, i + d/2), the frequency table sliced with them;
 reshape targets are rewritten (fused ORT attention: ``qkv_hidden_sizes`` and a pinned
 ``scale``), MACs of Q·Kᵀ and P·V shrink, plans reproduce the mode."""
 
@@ -34,16 +35,35 @@ def _dims_groups(analysis, which):
 def test_head_dims_groups_per_layer(path):
     analysis = analyze(onnx.load(str(path)), DIMS)
     qk, vo = _dims_groups(analysis, "qk"), _dims_groups(analysis, "vo")
-    assert [g.size for g in qk] == [8, 8] and [g.size for g in vo] == [8, 8]
-    assert all(g.prunable and not g.inexact for g in vo)
+    assert [g.size for g in vo] == [8, 8] and all(g.prunable and not g.inexact for g in vo)
     assert not any(g.kind.startswith("attention-heads") for g in analysis.groups)
-    assert all(g.kind != "mixed" for g in qk + vo)
-    if path.stem.startswith("llama"):  # rotate_half slices the head dim; cos/sin are computed
-        for g in qk:
-            assert not g.prunable
-            assert any("rotary embeddings pair dims i and i+d/2" in r for r in g.blocked), g.blocked
+    assert all(g.prunable and not g.inexact for g in qk), [g.blocked for g in qk]
+    if path.stem.startswith("llama"):
+        # rotary embeddings: channels are the pairs (i, i + 4) of every head, and one
+        # frequency table drives both layers, so their Q/K keep the same pairs
+        assert [g.size for g in qk] == [4]
+        assert any(m.role == "const" and m.op == "Mul" for m in qk[0].members)  # inv_freq
     else:
-        assert all(g.prunable and not g.inexact for g in qk)
+        assert [g.size for g in qk] == [8, 8]
+
+
+def test_rotary_pairs_are_kept_together():
+    model = onnx.load(str(T / "llama_tiny.onnx"))
+    analysis = analyze(model, DIMS)
+    [qk] = _dims_groups(analysis, "qk")
+    from onnxprune.plan import Plan
+    from onnxprune.surgery import apply_plan
+
+    pruned = apply_plan(analysis, Plan("t", {qk.id: {"size": 4, "keep": [[0, 2, 3]]}}, {}))
+    onnx.checker.check_model(pruned, full_check=True)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    dense = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    q = next(n for n in pruned.graph.node if n.name == "/m/layers.0/self_attn/q_proj/MatMul").input[1]
+    kept = [h * 8 + d for h in range(4) for d in (0, 2, 3, 4, 6, 7)]  # pairs 0, 2, 3 of each head
+    np.testing.assert_array_equal(inits[q], dense[q][:, kept])
+    freqs = [onnx.numpy_helper.to_array(a.t) for n in pruned.graph.node if n.op_type == "Constant"
+             for a in n.attribute if a.t.dims == [3]]
+    np.testing.assert_allclose(freqs[0], [1.0, 0.01, 0.001], rtol=1e-6)  # inv_freq sliced with the pairs
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)

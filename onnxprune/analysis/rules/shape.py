@@ -286,8 +286,8 @@ def _split_head_dims(node, ctx, amap, dst, outs, entries) -> bool:
         ctx.block(amap, node, "splits a channel axis whose layout is not one run of head dims")
         return False
     seg = amap[0]
-    if seg.size == hd and ctx.table.periodic(seg.space):
-        dims = (Seg(seg.space, hd),)
+    if ctx.table.periodic(seg.space) and hd % seg.size == 0 and seg.length % hd == 0:
+        dims = (Seg(seg.space, seg.size, outer=hd // seg.size),)  # outer 2: rotary pairs (i, i + hd/2)
         if entries[outs[1]][0] == DIM and ctx.amap(*entries[outs[1]][1]) != dims:
             ctx.block(amap, node, "head size is read from a tensor's shape")
             return False
