@@ -10,7 +10,7 @@ import onnx
 
 from . import __version__
 from .allocate import AllocationOptions, allocate, select_channels
-from .analysis import Analysis, AnalysisOptions, analyze
+from .analysis import HEAD_MODES, Analysis, AnalysisOptions, analyze
 from .cost import CostModel, count_macs, count_params, counter
 from .data import load_data
 from .errors import BadArgumentError, NothingPrunableError, UnsupportedModelError, ValidationFailed
@@ -23,8 +23,12 @@ from .validate import validate as run_validation
 from .verify import io_signature, verify_model
 
 
-def _analysis(model: onnx.ModelProto, input_shapes=None, prune_norm_spaces=False, in_place=False) -> Analysis:
-    return analyze(model, AnalysisOptions(prune_norm_spaces=prune_norm_spaces, input_shapes=input_shapes), in_place)
+def _analysis(model: onnx.ModelProto, input_shapes=None, prune_norm_spaces=False, in_place=False,
+              head_mode: str = "heads") -> Analysis:
+    if head_mode not in HEAD_MODES:
+        raise BadArgumentError(f"head_mode must be one of {', '.join(HEAD_MODES)}, got '{head_mode}'")
+    return analyze(model, AnalysisOptions(prune_norm_spaces=prune_norm_spaces, input_shapes=input_shapes,
+                                          head_mode=head_mode), in_place)
 
 
 def _before(proto: onnx.ModelProto, input_shapes) -> dict:
@@ -33,10 +37,12 @@ def _before(proto: onnx.ModelProto, input_shapes) -> dict:
             "fingerprint": model_fingerprint(proto)}
 
 
-def inspect(model: ModelSource, *, input_shapes: dict | None = None, prune_norm_spaces: bool = False) -> dict:
-    """Prunable groups, their sizes and MACs share, and what blocked the rest."""
+def inspect(model: ModelSource, *, input_shapes: dict | None = None, prune_norm_spaces: bool = False,
+            head_mode: str = "heads") -> dict:
+    """Prunable groups, their sizes and MACs share, and what blocked the rest (``head_mode``:
+    see :func:`prune`)."""
     proto = load_model(model)
-    analysis = _analysis(proto, input_shapes, prune_norm_spaces)
+    analysis = _analysis(proto, input_shapes, prune_norm_spaces, head_mode=head_mode)
     return inspect_report(proto, analysis, CostModel(analysis))
 
 
@@ -73,7 +79,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           allocation: str | None = None, sensitivity_ratios=None, jobs: int = 1,
           target_params: float | None = None, exclude: str | None = None,
           target_latency: float | None = None, latency_runs: int = 15, search_candidates: int = 24,
-          seed: int = 0, finetune=None, folds: int = 1, ray: str | None = None) -> PruneResult:
+          seed: int = 0, finetune=None, folds: int = 1, ray: str | None = None,
+          head_mode: str = "heads") -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -192,7 +199,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         dataset = calib_data if validation is None else load_data(
             validation, reference, labels_key=labels, batch_size=batch_size, input_shapes=input_shapes,
             image_options=image_options)
-    analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True)
+    analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True, head_mode=head_mode)
     del proto
     groups = analysis.prunable
     if not groups:
@@ -233,7 +240,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         counts, how, curves = _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels,
                                           batch_size, max_samples, input_shapes, jobs, device, progress, reduction,
                                           normalize, loss, fallback_criterion, prune_norm_spaces, image_options,
-                                          round_to, min_keep, max_ratio, sensitivity_ratios, folds, ray)
+                                          round_to, min_keep, max_ratio, sensitivity_ratios, folds, ray,
+                                          head_mode)
         counts = {g.id: counts.get(g.id, g.size) for g in groups}
     elif allocation == "search":
         from .search import search_allocation
@@ -248,7 +256,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
                                                                      latency_runs)
         counts, how = allocate(groups, scores, opts, cost, count_of_factory, latency)
     settings = {"exclude": exclude, "criterion": criterion, "fallback_criterion": fallback_criterion, "recover": recover, "reduction": reduction, "normalize": normalize, "round_to": round_to,
-                "min_keep": min_keep, "max_ratio": max_ratio, "prune_norm_spaces": prune_norm_spaces, **how}
+                "min_keep": min_keep, "max_ratio": max_ratio, "prune_norm_spaces": prune_norm_spaces,
+                "head_mode": head_mode, **how}
     plan = Plan(before["fingerprint"], {}, settings)
     for g in groups:
         k = counts[g.id]
@@ -362,7 +371,7 @@ def _exclude_pattern(pattern: str | None):
 def _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels, batch_size,
                         max_samples, input_shapes, jobs, device, progress, reduction, normalize, loss,
                         fallback_criterion, prune_norm_spaces, image_options, round_to, min_keep, max_ratio,
-                        ratios, folds=1, ray=None) -> tuple[dict, dict, dict]:
+                        ratios, folds=1, ray=None, head_mode="heads") -> tuple[dict, dict, dict]:
     from .sensitivity import DEFAULT_RATIOS, sensitivity
     from .sensitivity_alloc import allocate_from_sensitivity
 
@@ -370,7 +379,8 @@ def _sensitivity_counts(reference, calibration, analysis, target_macs, criterion
                        labels=labels, batch_size=batch_size, max_samples=max_samples, input_shapes=input_shapes,
                        jobs=jobs, device="cpu" if device == "auto" else device, progress=progress,
                        reduction=reduction, normalize=normalize, loss=loss, fallback_criterion=fallback_criterion,
-                       prune_norm_spaces=prune_norm_spaces, image_options=image_options, folds=folds, ray=ray)
+                       prune_norm_spaces=prune_norm_spaces, image_options=image_options, folds=folds, ray=ray,
+                       head_mode=head_mode)
     details: dict = {}
     counts = allocate_from_sensitivity(sens, target_macs, analysis=analysis, input_shapes=input_shapes,
                                        round_to=round_to, min_keep=min_keep, max_ratio=max_ratio, details=details)
@@ -404,7 +414,8 @@ def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | N
         plan = Plan.from_dict(plan)
     proto = load_model(model)
     before = _before(proto, input_shapes)
-    analysis = _analysis(proto, input_shapes, bool(plan.settings.get("prune_norm_spaces", False)), in_place=True)
+    analysis = _analysis(proto, input_shapes, bool(plan.settings.get("prune_norm_spaces", False)), in_place=True,
+                         head_mode=plan.settings.get("head_mode", "heads"))
     plan.validate_against(analysis, before["fingerprint"])
     return _finish(before, analysis, plan, input_shapes, verify, t0)
 

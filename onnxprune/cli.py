@@ -117,6 +117,13 @@ input_shape_option = click.option(
 norm_option = click.option(
     "--prune-norm-spaces", is_flag=True,
     help="Also prune channels normalized together by LayerNorm/GroupNorm (inexact: changes their statistics).")
+attention_option = click.option(
+    "--attention", "attention", type=click.Choice(["heads", "head-dims"]), default="heads", show_default=True,
+    help="Attention groups: remove whole heads, or the same head-dim indices inside every head.")
+
+
+def _head_mode(attention: str) -> str:
+    return "dims" if attention == "head-dims" else "heads"
 
 
 @cli.command()
@@ -125,11 +132,13 @@ norm_option = click.option(
 @click.option("--all", "show_all", is_flag=True, help="List every group, not just the first 40.")
 @input_shape_option
 @norm_option
-def inspect(model, as_json, show_all, input_shape, prune_norm_spaces):
+@attention_option
+def inspect(model, as_json, show_all, input_shape, prune_norm_spaces, attention):
     """Show prunable channel groups, their MACs share, and what blocked the rest."""
     from .api import inspect as api_inspect
 
-    report = api_inspect(model, input_shapes=_input_shapes(input_shape), prune_norm_spaces=prune_norm_spaces)
+    report = api_inspect(model, input_shapes=_input_shapes(input_shape), prune_norm_spaces=prune_norm_spaces,
+                         head_mode=_head_mode(attention))
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
@@ -139,6 +148,8 @@ def inspect(model, as_json, show_all, input_shape, prune_norm_spaces):
     share = s["prunable_macs_share"]
     click.echo(f"{s['groups']} channel groups: {s['prunable']} prunable ({s['prunable_channels']} channels"
                + (f", touching {share:.0%} of MACs" if share is not None else "") + f"), {s['blocked']} blocked")
+    if s.get("head_mode") == "dims":
+        click.echo("attention: the same head-dim indices inside every head (--attention head-dims)")
     click.echo(f"{'id':>4}  {'channels':>8}  {'MACs%':>6}  {'kind':<24}  name / blocked by")
     rows = report["groups"] if show_all else report["groups"][:40]
     for g in rows:
@@ -226,6 +237,7 @@ def _summary(result, output) -> list[str]:
               help="Per-group score normalization (matters for --global).")
 @input_shape_option
 @norm_option
+@attention_option
 @click.option("--report", "report_path", type=click.Path(), help="Write a JSON report here.")
 @click.option("--plan-out", type=click.Path(), help="Write the pruning plan (JSON) here.")
 @click.option("--html", "html_path", type=click.Path(), help="Write a self-contained HTML report here.")
@@ -270,7 +282,7 @@ def _summary(result, output) -> list[str]:
 @image_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
 def prune(model, output, ratio, criterion, global_ranking, target_macs, target_params, target_latency, exclude, allocation, search_candidates, seed, sensitivity_ratios, jobs, ray_address, folds, round_to, min_keep, max_ratio, reduction,
-          normalize, input_shape, prune_norm_spaces, report_path, plan_out, html_path, as_json, no_verify, val_data,
+          normalize, input_shape, prune_norm_spaces, attention, report_path, plan_out, html_path, as_json, no_verify, val_data,
           labels, metric, max_drop, force, calib_data, batch_size, max_samples, loss, fallback_criterion, device,
           recover, repair_steps, ridge, token_mask, image_size, mean, std, layout, channel_order, quiet, do_finetune, **ft):
     """Prune MODEL and write the smaller model to OUTPUT."""
@@ -293,7 +305,7 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, target_p
                        recover_options=_recover_options(repair_steps, ridge, token_mask), allocation=allocation,
                        sensitivity_ratios=_ratios(sensitivity_ratios), jobs=jobs, target_params=target_params,
                        exclude=exclude, target_latency=target_latency, search_candidates=search_candidates,
-                       seed=seed, finetune=finetune, folds=folds, ray=ray_address)
+                       seed=seed, finetune=finetune, folds=folds, ray=ray_address, head_mode=_head_mode(attention))
     _write_outputs(result, output, report_path, plan_out, html_path)
     if as_json:
         click.echo(json.dumps(result.report, indent=1))

@@ -78,5 +78,5 @@ def _kept_from_plan(dense: str, plan_path: str, input_shapes):
         raise InputError(f"{plan_path}: cannot read the plan ({exc.strerror})") from None
     plan = Plan.from_json(text)
     analysis = _analysis(load_model(dense), input_shapes, bool(plan.settings.get("prune_norm_spaces", False)),
-                         in_place=True)
+                         in_place=True, head_mode=plan.settings.get("head_mode", "heads"))
     return kept_tensors(analysis, plan)

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from .cli import (CRITERIA, DEFAULT_ROUND_TO, METRIC_CHOICES, _check_outputs, _image_options, _input_shapes, cli,
-                  image_options, input_shape_option, norm_option)
+                  image_options, input_shape_option, norm_option,
+                  attention_option, _head_mode)
 from .errors import BadArgumentError
 from .model import write_bytes_atomic
 from .fmt import human_count
@@ -87,6 +88,7 @@ def _pyplot():
               help="ONNX Runtime execution provider.")
 @input_shape_option
 @norm_option
+@attention_option
 @image_options
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result on stdout instead of the table.")
 @click.option("--out", "out_path", type=click.Path(), help="Write the JSON result here.")
@@ -94,7 +96,7 @@ def _pyplot():
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
 def sensitivity_cmd(model, calib_data, criterion, ratios, metric, labels, batch_size, max_samples, group_ids, jobs,
                     ray_address, folds, target_macs, round_to, min_keep, max_ratio, loss, fallback_criterion, device,
-                    input_shape, prune_norm_spaces, image_size, mean, std, layout, channel_order, as_json, out_path,
+                    input_shape, prune_norm_spaces, attention, image_size, mean, std, layout, channel_order, as_json, out_path,
                     plot_path, quiet):
     """Prune each group of MODEL alone at a ladder of ratios and measure the metric.
 
@@ -113,7 +115,7 @@ def sensitivity_cmd(model, calib_data, criterion, ratios, metric, labels, batch_
                          loss=loss, fallback_criterion=fallback_criterion, prune_norm_spaces=prune_norm_spaces,
                          image_options=_image_options(image_size, mean, std, layout, channel_order),
                          target_macs=target_macs, round_to=round_to, min_keep=min_keep, max_ratio=max_ratio,
-                         folds=folds, ray=ray_address)
+                         folds=folds, ray=ray_address, head_mode=_head_mode(attention))
     if out_path:
         write_text_atomic(out_path, json.dumps(result, indent=1))
     if plot_path:

@@ -62,6 +62,8 @@ def inspect_report(model, analysis, cost: CostModel) -> dict:
             "prunable_macs_share": touched,
             "blocked_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
             "analysis_passes": analysis.passes,
+            "head_mode": analysis.options.head_mode,
+            "prune_norm_spaces": analysis.options.prune_norm_spaces,
         },
         "groups": groups,
     }

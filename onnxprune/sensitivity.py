@@ -67,7 +67,7 @@ def sensitivity(model: ModelSource, calibration, *, criterion: str = "l2", ratio
                 normalize: str = "mean", loss: str = "auto", fallback_criterion: str | None = None,
                 prune_norm_spaces: bool = False, image_options=None, target_macs: float | None = None,
                 round_to: int = 1, min_keep: int = 1, max_ratio: float = 0.9, folds: int = 1,
-                ray: str | None = None) -> dict:
+                ray: str | None = None, head_mode: str = "heads") -> dict:
     """Prune every prunable group (or the ids in ``groups``) alone at each of ``ratios``
     (exact ratios: kept counts rounded to the nearest channel, ``round_to`` 1, no cap) and
     measure ``metric`` of the pruned model against the dense one on ``calibration`` data.
@@ -120,7 +120,8 @@ def sensitivity(model: ModelSource, calibration, *, criterion: str = "l2", ratio
         sweep = Sweep(model, calibration, criterion=criterion, metric=metric, labels=labels, batch_size=batch_size,
                       max_samples=max_samples, input_shapes=input_shapes, device=device, progress=progress,
                       reduction=reduction, normalize=normalize, loss=loss, fallback_criterion=fallback_criterion,
-                      prune_norm_spaces=prune_norm_spaces, image_options=image_options, folds=folds)
+                      prune_norm_spaces=prune_norm_spaces, image_options=image_options, folds=folds,
+                      head_mode=head_mode)
         chosen = sweep.select(groups)
         tasks, where = {}, {}
         for g in chosen:
@@ -149,7 +150,7 @@ def sensitivity(model: ModelSource, calibration, *, criterion: str = "l2", ratio
             "settings": {"criterion": criterion, "fallback_criterion": fallback_criterion, "reduction": reduction,
                          "normalize": normalize, "metric": metric, "ratios": list(ratios), "batch_size": batch_size,
                          "max_samples": max_samples, "input_shapes": input_shapes,
-                         "prune_norm_spaces": prune_norm_spaces, "device": device, "folds": folds,
+                         "prune_norm_spaces": prune_norm_spaces, "head_mode": head_mode, "device": device, "folds": folds,
                          "jobs": runner.workers, "ray": ray},
             "samples": sweep.samples, "synthetic_data": sweep.synthetic,
             "dense": {"value": sweep.dense_value, "macs": sweep.dense_macs},
@@ -205,7 +206,7 @@ class Sweep:
 
     def __init__(self, model, calibration, *, criterion, metric, labels, batch_size, max_samples, input_shapes,
                  device, progress, reduction, normalize, loss, fallback_criterion, prune_norm_spaces,
-                 image_options, folds=1):
+                 image_options, folds=1, head_mode="heads"):
         from .api import _analysis, _nothing_prunable
 
         check_criterion(criterion)
@@ -220,7 +221,7 @@ class Sweep:
         if calibration is None:
             raise BadArgumentError("the sweep needs calibration data (--calib)")
         self.metric, self.device = metric, device
-        self.options = (input_shapes, prune_norm_spaces)
+        self.options = (input_shapes, prune_norm_spaces, head_mode)
         proto = load_model(model)
         self.fingerprint = model_fingerprint(proto)
         self.model_bytes = proto.SerializeToString()  # the dense model, for worker processes
@@ -249,7 +250,7 @@ class Sweep:
                                        [b for p in rest for b in p[0]], train_labels))
             self.dense_value = self.combine([measure(f.dense, f.dense, f.labels, metric) for f in self.folds])[0]
         del dense_session
-        self.analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True)
+        self.analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True, head_mode=head_mode)
         del proto
         if not self.analysis.prunable:
             raise _nothing_prunable(self.analysis)
@@ -420,10 +421,10 @@ def _worker_setup(threads, model_bytes, options, sizes, folds, metric, device) -
     model, the held-out data of every fold with its dense outputs."""
     from .api import _analysis
 
-    input_shapes, prune_norm_spaces = options
+    input_shapes, prune_norm_spaces, head_mode = options
     proto = onnx.ModelProto()
     proto.ParseFromString(model_bytes)
-    analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True)
+    analysis = _analysis(proto, input_shapes, prune_norm_spaces, in_place=True, head_mode=head_mode)
     mine = {g.id: (g.size, len(g.roots)) for g in analysis.prunable}
     if mine != sizes:  # the analysis is deterministic; this guards against that ever breaking
         raise RuntimeError("worker analysis differs from the parent's")

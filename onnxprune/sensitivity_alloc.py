@@ -207,7 +207,8 @@ def _analysis_for(sens: dict, model, input_shapes):
     if model_fingerprint(proto) != sens.get("model_fingerprint"):
         raise PlanError("the sensitivity sweep was made for another model")
     shapes = input_shapes if input_shapes is not None else settings.get("input_shapes")
-    return _analysis(proto, shapes, bool(settings.get("prune_norm_spaces", False)), in_place=True)
+    return _analysis(proto, shapes, bool(settings.get("prune_norm_spaces", False)), in_place=True,
+                     head_mode=settings.get("head_mode", "heads"))
 
 
 __all__ = ["allocate_from_sensitivity"]

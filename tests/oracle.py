@@ -7,7 +7,7 @@ import copy
 
 import numpy as np
 
-from onnxprune.analysis.context import IN
+from onnxprune.analysis.context import BIAS, CONST, IN, OUT
 from onnxprune.analysis.spaces import seg_channel_positions
 from onnxprune.weights import WeightStore
 from onnxprune.plan import Plan
@@ -36,7 +36,8 @@ def dead_positions(amap, dead_of) -> np.ndarray:
 
 def zero_contributions(analysis, group, removed: list[list[int]]):
     """Copy of the working model with every consumer weight slice of the removed channels
-    set to zero: those channels then contribute nothing anywhere."""
+    set to zero: those channels then contribute nothing anywhere. A group without consumer
+    weights (Q/K head dims, read only by Q·Kᵀ) has its producer slices zeroed instead."""
     model = copy.deepcopy(analysis.model)
     store = WeightStore(model.graph)
     table = analysis.table
@@ -45,8 +46,10 @@ def zero_contributions(analysis, group, removed: list[list[int]]):
     def dead_of(space):
         return removed_by_root.get(table.find(space), [])
 
+    # a group no weight reads (head dims contracted in Q·Kᵀ) is killed where it is made
+    roles = {IN} if any(m.role == IN for m in group.members) else {OUT, BIAS, CONST}
     for m in group.members:
-        if m.role != IN:
+        if m.role not in roles:
             continue
         w = store.get(m.tensor).copy()
         if m.groups is not None:

@@ -19,12 +19,14 @@ from .spaces import SpaceTable
 from .untie import untie_shape_targets
 
 MAX_PASSES = 64
+HEAD_MODES = ("heads", "dims")  # prune whole attention heads, or the same head-dim indices in every head
 
 
 @dataclass
 class AnalysisOptions:
     prune_norm_spaces: bool = False
     input_shapes: dict | None = None
+    head_mode: str = "heads"  # "heads": whole attention heads; "dims": same head-dim indices in every head
 
 
 @dataclass
@@ -85,9 +87,10 @@ def analyze(model: onnx.ModelProto, options: AnalysisOptions | None = None, in_p
     opset = default_opset(work)
     cuts: dict = {}
     grains: dict = {}
+    periods: dict = {}
     notes: list = []
     for passes in range(1, MAX_PASSES + 1):
-        table = SpaceTable(cuts=cuts, grains=grains)
+        table = SpaceTable(cuts=cuts, grains=grains, periods=periods)
         ctx = RuleContext(work, shapes, cost_shapes, store, table, opset, options)
         ctx.node_index = {n.name: i for i, n in enumerate(work.graph.node)}
         notes = []
@@ -99,7 +102,7 @@ def analyze(model: onnx.ModelProto, options: AnalysisOptions | None = None, in_p
                 table.block(amap, f"reaches graph output '{out.name}'")
         if not table.new_cut:
             break
-        cuts, grains = table.cuts, table.grains
+        cuts, grains, periods = table.cuts, table.grains, table.periods
     groups = build_groups(ctx.table, ctx.members)
     return Analysis(work, copies, ctx, groups, options, passes, notes)
 
@@ -121,4 +124,4 @@ def _run_rule(node: onnx.NodeProto, ctx: RuleContext, notes: list) -> None:
         notes.append((node.name, f"rule failed: {type(exc).__name__}: {exc}"))
 
 
-__all__ = ["analyze", "Analysis", "AnalysisOptions", "PruneGroup"]
+__all__ = ["HEAD_MODES", "analyze", "Analysis", "AnalysisOptions", "PruneGroup"]

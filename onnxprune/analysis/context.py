@@ -79,6 +79,7 @@ class RuleContext:
     producers: dict = field(default_factory=dict)  # tensor -> node
     node_index: dict = field(default_factory=dict)  # node name -> index in graph.node
     claimed: set = field(default_factory=set)  # (node, input index) whose channel-dependent value a rule handles
+    contractions: list = field(default_factory=list)  # (node, [(tensor, axis)]): head dims contracted by Q·Kᵀ
 
     def __post_init__(self):
         for i, node in enumerate(self.model.graph.node):

@@ -49,12 +49,18 @@ class PruneGroup:
         }
 
 
-def _kind(members: list[Member], n_classes: int, grains: set[int] = frozenset()) -> str:
-    """What the group is, for people: ``attention-heads`` when its channels are whole heads
+def _kind(members: list[Member], n_classes: int, grains: set[int] = frozenset(), periodic: bool = False,
+          contracted: bool = False) -> str:
+    """What the group is, for people: ``attention-head-dims`` when its channels are the
+    same head-dim positions of every head (``(qk)``: of queries and keys, read only by
+    Q·Kᵀ; ``(vo)``: of values, read by the output projection); ``attention-heads`` when they are whole heads
     (``+gqa`` when K/V heads are shared by several query heads: the channels are then K/V
     heads with their query heads), else by the ops that produce it; ``+residual`` when
     several producers' outputs are added together, ``+grouped(n)`` for tied classes."""
     ops = {m.op for m in members if m.role == OUT}
+    if periodic:
+        base = "attention-head-dims" + ("(qk)" if contracted else "(vo)")
+        return base + (f"+grouped({n_classes})" if n_classes > 1 else "")
     if max(grains, default=1) > 1:
         # Q, K and V are several producers, but of one head axis, not a residual sum
         base = "attention-heads" + ("+gqa" if len(grains) > 1 else "")
@@ -129,7 +135,8 @@ def build_groups(table: SpaceTable, members: dict) -> list[PruneGroup]:
         size = min(sizes)
         if size * len(classes) <= 1:
             blocked.append("a single channel cannot be pruned")
-        if not any(m.role == IN for m in ms) and not blocked:
+        contracted = any(table.find(s) in classes for s in table.contracted)
+        if not any(m.role == IN for m in ms) and not blocked and not contracted:
             blocked.append("no consumer reads these channels")
         producers = []
         for m in ms:
@@ -137,5 +144,6 @@ def build_groups(table: SpaceTable, members: dict) -> list[PruneGroup]:
                 producers.append(m.node)
         grains = {table.spaces[s].grain for c in classes for s in table.members_of_class(c)}
         groups.append(PruneGroup(gid, classes, size, ms, blocked, inexact, producers,
-                                 _kind(ms, len(classes), grains), min(grains, default=1)))
+                                 _kind(ms, len(classes), grains, any(table.periodic(c) for c in classes), contracted),
+                                 min(grains, default=1)))
     return [g for g in groups if g.members]

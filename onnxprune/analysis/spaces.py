@@ -20,10 +20,21 @@ An origin may also have a *grain* (attention heads): its channels are then block
 A Reshape that splits the hidden axis into (heads, head_dim) asks for grain = head_dim
 (:meth:`SpaceTable.request_grain`), and the next pass creates the origin with whole heads
 as channels. Cuts are kept in positions, so they survive a change of grain.
+
+A space may instead have a *period* (the same head-dim indices inside every head): its
+channels are the positions modulo ``period`` of its run, created as
+``Seg(space, period, outer=run // period)``. A Reshape into (heads, head_dim) asks for it
+in ``head_mode="dims"`` (:meth:`SpaceTable.request_period`). Such a space is not cut into
+runs: a Split/Slice of one head's dims at ``c`` (rotary embeddings' ``rotate_half``)
+refines the period to ``gcd(head_dim, c)``, so that the channels become the pairs
+(i, i + head_dim/2) of every head, written ``Seg(space, head_dim/2, outer=2)`` on the
+head_dim axis; any other cut blocks it. A repeated segment ``Seg(s, n, outer=k)`` unifies
+with ``k`` written-out runs ``Seg(s, n)`` (the rotate_half Concat).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -127,6 +138,7 @@ class SpaceInfo:
     origin: str  # which op output axis created it
     offset: int  # its first position within that origin's axis
     grain: int = 1  # positions per channel (head_dim for attention heads)
+    period: int = 1  # channels repeat every ``period`` positions (head dims in every head)
 
 
 @dataclass
@@ -135,11 +147,13 @@ class SpaceTable:
 
     cuts: dict[str, set[int]] = field(default_factory=dict)
     grains: dict[str, int] = field(default_factory=dict)
+    periods: dict[tuple, int] = field(default_factory=dict)  # (origin, offset) -> period
     spaces: list[SpaceInfo] = field(default_factory=list)
     parent: list[int] = field(default_factory=list)
     blocked: dict[int, list[str]] = field(default_factory=dict)
     inexact: dict[int, list[str]] = field(default_factory=dict)
     ties: list[list[int]] = field(default_factory=list)
+    contracted: set = field(default_factory=set)  # spaces read by a contraction of two activations
     new_cut: bool = False
 
     # -- creation ------------------------------------------------------------
@@ -153,9 +167,14 @@ class SpaceTable:
         segs = []
         for a, b in zip(bounds, bounds[1:]):
             sid = len(self.spaces)
-            self.spaces.append(SpaceInfo((b - a) // g, origin, a, g))
+            p = self.periods.get((origin, a), 1)
+            if p > 1 and g == 1 and (b - a) % p == 0:
+                self.spaces.append(SpaceInfo(p, origin, a, 1, p))
+                segs.append(Seg(sid, p, outer=(b - a) // p))
+            else:
+                self.spaces.append(SpaceInfo((b - a) // g, origin, a, g))
+                segs.append(Seg(sid, (b - a) // g, inner=g))
             self.parent.append(sid)
-            segs.append(Seg(sid, (b - a) // g, inner=g))
         amap = make_map(segs)
         if conflict:
             self.block(amap, "a Split/Slice cuts inside an attention head")
@@ -187,6 +206,14 @@ class SpaceTable:
 
     def members_of_class(self, root: int) -> list[int]:
         return [s for s in range(len(self.spaces)) if self.find(s) == root]
+
+    def same(self, a: AxisMap | None, b: AxisMap | None) -> bool:
+        """Whether two axis maps prune identically already (equal layouts, unified spaces)."""
+        if a is None or b is None or len(a) != len(b):
+            return False
+        return all((x.size, x.inner, x.outer) == (y.size, y.inner, y.outer) and
+                   (x.space is None) == (y.space is None) and
+                   (x.space is None or self.find(x.space) == self.find(y.space)) for x, y in zip(a, b))
 
     # -- marks ----------------------------------------------------------------
     def block(self, amap: AxisMap | None, reason: str) -> None:
@@ -230,10 +257,36 @@ class SpaceTable:
                 self.grains[info.origin] = want
                 self.new_cut = True
 
+    def request_period(self, space: int, period: int) -> bool:
+        """Ask that every origin run of ``space``'s class be created next pass with channels
+        repeating every ``period`` positions (the same head dims in every head). False when
+        a member is not a plain run that divides into ``period``."""
+        root = self.find(space)
+        infos = [self.spaces[s] for s in self.members_of_class(root)]
+        if any(i.grain != 1 or i.size % period for i in infos):
+            return False
+        for info in infos:
+            if info.period != period:  # plain runs, or head dims refined into rotary pairs
+                self.periods[(info.origin, info.offset)] = period
+                self.new_cut = True
+        return True
+
+    def periodic(self, space: int) -> bool:
+        """Whether ``space``'s class holds head dims (channels repeating in every head)."""
+        root = self.find(space)
+        return any(self.spaces[s].period > 1 for s in self.members_of_class(root))
+
     def _cut_inside(self, seg: Seg, rel: int) -> bool:
         """Try to cut ``seg`` at relative position ``rel``; False when not expressible."""
         if seg.space is None:
             return True
+        if self.periodic(seg.space):
+            # one head's dims cut in two (rotary embeddings' rotate_half): channels become
+            # the pairs (i, i + cut) of every head, a period of gcd(head_dim, cut)
+            if seg.outer != 1 or seg.inner != 1 or any(
+                    self.spaces[s].period != seg.size for s in self.members_of_class(self.find(seg.space))):
+                return False
+            return self.request_period(seg.space, math.gcd(seg.size, rel))
         if seg.outer != 1 or rel % seg.inner:
             return False
         self.request_cut(seg.space, rel // seg.inner)
@@ -263,8 +316,11 @@ class SpaceTable:
                             if 0 < rel < s.length:
                                 ok = ok and self._cut_inside(s, rel)
                         if not ok:
-                            self.block((s,), (who + ": " if who else "") +
-                                       f"takes positions {start}..{stop} that split channels of a merged axis")
+                            why = (f"takes positions {start}..{stop} of the head dims, which does not cut every "
+                                   "head alike (only rotary pairs i, i+d/2 are kept together)"
+                                   if self.periodic(s.space) else
+                                   f"takes positions {start}..{stop} that split channels of a merged axis")
+                            self.block((s,), (who + ": " if who else "") + why)
                             return None
                         pending = True
             offset += s.length
@@ -279,6 +335,9 @@ class SpaceTable:
             return False
         if a == b:
             return True
+        ea, eb = _expanded(a), _expanded(b)
+        if ea is not None and eb is not None and _bounds(ea) == _bounds(eb):
+            a, b = ea, eb  # Seg(s, n, outer=k) is k runs Seg(s, n): compare run by run
         bounds_a = _bounds(a)
         bounds_b = _bounds(b)
         if bounds_a != bounds_b:
@@ -308,6 +367,19 @@ class SpaceTable:
             else:
                 self.union(sa.space, sb.space)
         return ok
+
+
+def _expanded(amap: AxisMap, limit: int = 256) -> AxisMap | None:
+    """The map with every repeated segment written out as runs (None when too long)."""
+    out = []
+    for s in amap:
+        if s.space is not None and s.outer > 1:
+            out.extend([Seg(s.space, s.size, s.inner)] * s.outer)
+        else:
+            out.append(s)
+        if len(out) > limit:
+            return None
+    return tuple(out)
 
 
 def _bounds(amap: AxisMap) -> list[int]:

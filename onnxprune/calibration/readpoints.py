@@ -3,7 +3,10 @@
 A channel's information leaves the network only through the nodes that contract its axis
 away — the consumers whose weights read it (Conv, Gemm, MatMul: the ``in`` members).
 Zeroing the channel at every such input is exactly pruning it, so those inputs are where
-activation statistics, Wanda/FLAP products and first-order Taylor terms are taken.
+activation statistics, Wanda/FLAP products and first-order Taylor terms are taken. Head
+dims of queries and keys (``head_mode="dims"``) are contracted by Q·Kᵀ, two activations:
+both of its inputs are read points without consumer weights (criteria that weigh by
+consumer weights, Wanda and FLAP, then leave those groups to a fallback).
 
 A read point is one (tensor, axis) read by contracting consumers; its axis map says which
 positions belong to which channel of which class (several groups may share one tensor, a
@@ -70,6 +73,14 @@ def find_read_points(analysis, groups) -> dict[str, ReadPoint]:
                         rp.nodes.append(m.node)
                     if all(c is not m for c in rp.consumers):
                         rp.consumers.append(m)
+    for node, operands in ctx.contractions:  # Q·Kᵀ over head dims: no weight reads them
+        for name, axis in operands:
+            amap = ctx.tracked(name).get(axis)
+            if amap is None or not any(s.space is not None and table.find(s.space) in wanted for s in amap):
+                continue
+            rp = points.setdefault(f"{name}@{axis}", ReadPoint(name, axis, amap))
+            if node not in rp.nodes:
+                rp.nodes.append(node)
     return points
 
 

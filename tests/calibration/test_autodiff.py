@@ -68,9 +68,16 @@ def build(nodes, inputs: dict, inits: dict, outputs, opset: int, dtype):
         [onnx.ValueInfoProto(name=o) for o in outputs],
         [onnx.numpy_helper.from_array(conv(v), k) for k, v in (inits or {}).items()])
     ir = max(8, helper.find_min_ir_version_for([helper.make_opsetid("", opset)]))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir)
+    domains = sorted({n.domain for n in nodes} - {"", "ai.onnx"})  # com.microsoft contrib ops
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)] +
+                              [helper.make_opsetid(d, 1) for d in domains], ir_version=ir)
     model = onnx.shape_inference.infer_shapes(model)
     del model.graph.value_info[:]
+    float_feed = next((v for v in feeds.values() if v.dtype.kind == "f"), None)
+    for o in model.graph.output:  # outputs of ops ONNX cannot infer (contrib ops): like the first input
+        if not o.type.tensor_type.elem_type and float_feed is not None:
+            o.type.CopyFrom(helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(float_feed.dtype),
+                                                          float_feed.shape))
     return model, feeds
 
 

@@ -13,6 +13,7 @@ import onnx
 from ..context import CONST, Fixup, attr, norm_axis
 from ..spaces import fixed_map, has_spaces, make_map
 from . import register
+from .embedding import slice_table
 
 
 @register("Concat")
@@ -164,9 +165,12 @@ def _slice_params(node, ctx):
 def slice_(node: onnx.NodeProto, ctx) -> None:
     x, y = node.input[0], node.output[0]
     tracked = ctx.tracked(x)
-    if not tracked:
-        return
     r = ctx.rank(x)
+    if not tracked:
+        params = None if r is None else _slice_params(node, ctx)
+        if params is not None and params[0] is not None:  # a position-embedding table (prune_norm_spaces)
+            slice_table(node, ctx, list(range(len(params[0]))) if params[2] is None else params[2])
+        return
     params = None if r is None else _slice_params(node, ctx)
     if params is None or params[0] is None:
         ctx.block_inputs(node, f"Slice '{node.name}': bounds are not constant")

@@ -3,8 +3,9 @@ optimizer writes them.
 
 * ``FastGelu``, ``BiasGelu``, ``Gelu``, ``QuickGelu``: elementwise (``act(x + bias)``):
   channels pass through, a bias on the last axis is a member.
-* ``EmbedLayerNormalization``: the hidden axis it creates is blocked (embedding tables
-  are not pruned), with that reason.
+* ``EmbedLayerNormalization``: the hidden axis it creates is blocked unless
+  ``prune_norm_spaces`` (then inexact, the word/position/segment tables' last axis and
+  gamma/beta its members), with that reason.
 * ``SkipLayerNormalization`` / ``SkipSimplifiedLayerNormalization``:
   ``LayerNorm(input + skip + bias)`` over the last axis — a residual Add (the operands'
   channels are unified) followed by a normalization across the channels, blocked unless
@@ -19,6 +20,8 @@ optimizer writes them.
   three channel axes are unified as whole heads (the projections' channels are made
   head-sized blocks, like a Reshape into heads) and ``num_heads`` is rewritten; packed
   QKV/KV layouts and 4-D keys/values block. The packed bias ``[Q | K | V]`` is a member.
+* With ``head_mode="dims"`` both prune the same head dims inside every head instead
+  (:mod:`.contrib_dims`).
 
 Past key/value inputs and present outputs carry the heads on their head axis (constants
 become members; a graph input or output blocks them); a per-head ``attention_bias``
@@ -115,15 +118,26 @@ def skip_layer_norm(node: onnx.NodeProto, ctx) -> None:
 
 @register(f"{MS}:EmbedLayerNormalization")
 def embed_layer_norm(node: onnx.NodeProto, ctx) -> None:
-    """Word + position + segment embeddings, LayerNorm: the hidden axis it creates is not
-    pruned (embedding tables are not members yet); blocked with that reason."""
+    """Word + position + segment embeddings, LayerNorm. With ``prune_norm_spaces`` the
+    hidden axis it creates is produced by the tables' last axis (members, like an
+    embedding ``Gather``) with gamma/beta, and inexact; otherwise blocked with a reason."""
     y = node.output[0]
     hidden = ctx.dim(y, -1)
     if not isinstance(hidden, int):
         src = ctx.const_source(_input(node, 2))  # word_embedding (vocab, hidden)
         hidden = list(ctx.store.shape(src[0]))[-1] if src is not None and src[1] is None else None
     amap = ctx.new_space(node, y, 2, hidden)
-    ctx.block(amap, node, "creates the hidden size from embedding tables, which are not pruned")
+    if not ctx.options.prune_norm_spaces:
+        ctx.block(amap, node, "creates the hidden size from embedding tables, which are not pruned "
+                              "(allow with --prune-norm-spaces)")
+    else:
+        ctx.table.mark_inexact(amap, f"EmbedLayerNormalization '{node.name}' normalizes across these channels")
+        for i, role in ((2, OUT), (3, OUT), (4, OUT)):
+            if _input(node, i):
+                ctx.bind(node, node.input[i], 1, amap, role)
+        for i, role in ((5, NORM_SCALE), (6, NORM_BIAS)):
+            if _input(node, i):
+                ctx.bind(node, node.input[i], 0, amap, role)
     for out in (y, _output(node, 2)):  # output, embedding_sum
         if out:
             ctx.set_amap(out, 2, amap)
@@ -207,6 +221,11 @@ def attention(node: onnx.NodeProto, ctx) -> None:
         else:
             ctx.costs.append(Cost(node.name, "Attention", None, None))
         return
+    if getattr(ctx.options, "head_mode", "heads") == "dims":
+        from .contrib_dims import attention_dims
+
+        attention_dims(node, ctx, heads, hidden // heads, kv_len)
+        return
     amap, head_axis = _heads_space(ctx, node, y, heads, hidden // heads)
     seg = amap[0]
     packed = make_map([Seg(seg.space, seg.size, seg.inner, outer=3)])
@@ -229,7 +248,7 @@ def multi_head_attention(node: onnx.NodeProto, ctx) -> None:
     past_k, past_v = _input(node, 6), _input(node, 7)
     label = f"MultiHeadAttention '{node.name}'"
     heads = attr(node, "num_heads", 0)
-    dims_q, dims_k = ctx.cost_dims(q), ctx.cost_dims(k) if k else None
+    dims_k = ctx.cost_dims(k) if k else None
     p = _past_length(ctx, past_k, 2)
     kv_len = None if dims_k is None or p is None or len(dims_k) != 3 else dims_k[1] + p
     operands = [q, k, v]
@@ -246,6 +265,12 @@ def multi_head_attention(node: onnx.NodeProto, ctx) -> None:
     elif any(m is None for m in maps):
         ctx.block_inputs(node, f"{label}: Q, K and V do not all come from tracked channels (projections)")
         ok = False
+    if ok and getattr(ctx.options, "head_mode", "heads") == "dims":
+        from .contrib_dims import mha_dims
+
+        if mha_dims(node, ctx, maps, heads, hidden // heads, kv_len):
+            return
+        ok = False
     pending = False
     if ok:
         hd = hidden // heads
@@ -258,12 +283,7 @@ def multi_head_attention(node: onnx.NodeProto, ctx) -> None:
                 ctx.table.request_grain(m[0].space, hd // m[0].inner)  # whole heads next pass
                 pending = True
     if not ok or pending:
-        dims_v = ctx.cost_dims(v)
-        if dims_q is None or dims_v is None or kv_len is None:
-            ctx.costs.append(Cost(node.name, "MultiHeadAttention", None, None))
-        else:  # not pruned here: B·S·T·(H_qk + H_v), as count_macs counts it
-            fixed = dims_q[0] * dims_q[1] * kv_len * (dims_q[2] + dims_v[2])
-            ctx.costs.append(Cost(node.name, "MultiHeadAttention", None, 1.0, float(fixed)))
+        fixed_mha_cost(node, ctx, kv_len)
         return
     for m in maps[1:]:
         ctx.table.unify(maps[0], m, label)
@@ -279,3 +299,14 @@ def multi_head_attention(node: onnx.NodeProto, ctx) -> None:
     ctx.set_amap(node.output[0], 2, amap)
     ctx.add_fixup(SetNumHeads(ctx.node_index[node.name], head_axis))
     _attention_cost(node, ctx, q, kv_len, amap, "MultiHeadAttention")
+
+
+def fixed_mha_cost(node, ctx, kv_len) -> None:
+    """MACs of a MultiHeadAttention that is not pruned here: B·S·T·(H_qk + H_v), as
+    count_macs counts it."""
+    dims_q, dims_v = ctx.cost_dims(node.input[0]), ctx.cost_dims(_input(node, 2))
+    if dims_q is None or dims_v is None or kv_len is None:
+        ctx.costs.append(Cost(node.name, "MultiHeadAttention", None, None))
+    else:
+        fixed = dims_q[0] * dims_q[1] * kv_len * (dims_q[2] + dims_v[2])
+        ctx.costs.append(Cost(node.name, "MultiHeadAttention", None, 1.0, float(fixed)))

@@ -50,6 +50,8 @@ def broadcast(node: onnx.NodeProto, ctx) -> None:
         maps = [ctx.amap(n, ax) for n, ax in located if ax >= 0]
         tracked = [m for m in maps if m is not None]
         if not tracked:
+            if out_axis == ry - 1 and getattr(ctx.options, "head_mode", "heads") == "dims":
+                _constant_channels(node, ctx, located, y, out_axis)
             continue
         amap = tracked[0]
         for other in tracked[1:]:
@@ -64,6 +66,23 @@ def broadcast(node: onnx.NodeProto, ctx) -> None:
                 ctx.block(amap, node, f"size of axis {ax} of '{n}' unknown")
                 continue
             ctx.bind(node, n, ax, amap, CONST)
+        ctx.set_amap(y, out_axis, amap)
+
+
+def _constant_channels(node, ctx, located, y: str, out_axis: int) -> None:
+    """``head_mode="dims"``: a float constant vector broadcast against size-1 axes (rotary
+    embeddings' ``positions * inv_freq``) makes a space of its own on the last axis, the
+    constant its member; it meets the head dims where the cos/sin tables multiply Q and K,
+    so the frequencies are sliced with the rotary pairs they drive."""
+    consts = [(n, ax) for n, ax in located if ax >= 0 and ctx.dim(n, ax) not in (1, None)]
+    if len(consts) != 1 or any(ax >= 0 and ctx.dim(n, ax) is None for n, ax in located):
+        return
+    name, ax = consts[0]
+    src = ctx.const_source(name)
+    if src is None or ctx.store.get(src[0]).dtype.kind != "f":
+        return
+    amap = ctx.new_space(node, y, out_axis, ctx.dim(name, ax))
+    if amap is not None and ctx.bind(node, name, ax, amap, CONST):
         ctx.set_amap(y, out_axis, amap)
 
 

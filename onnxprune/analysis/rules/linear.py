@@ -7,7 +7,7 @@ import math
 import onnx
 
 from ..context import IN, OUT, Cost, attr, norm_axis
-from ..spaces import map_length
+from ..spaces import has_spaces, map_length, map_spaces
 from . import register
 from .elementwise import bind_broadcast
 
@@ -93,13 +93,18 @@ def matmul(node: onnx.NodeProto, ctx) -> None:
 
 def _activation_cost(node, ctx, a, y) -> None:
     """MACs of a product of two activations, scaled by the channel axes of its output
-    (heads): ``prod(y) * k``, each tracked axis of ``y`` shrinking with its channels."""
+    (heads): ``prod(y) * k``, each tracked axis of ``y`` shrinking with its channels, and
+    ``k`` with them when it is head dims (Q·Kᵀ in ``head_mode="dims"``)."""
     dims_a, dims_y = ctx.cost_dims(a), ctx.cost_dims(y)
     if dims_a is None or dims_y is None:
         ctx.costs.append(Cost(node.name, "MatMul", None, None))
         return
     total = math.prod(dims_y) * dims_a[-1]
     amaps = tuple(m for ax, m in sorted(ctx.tracked(y).items()) if map_length(m) == dims_y[ax])
+    contracted = ctx.amap(a, -1)
+    if contracted is not None and map_length(contracted) == dims_a[-1] and \
+            has_spaces(contracted) and ctx.table.periodic(map_spaces(contracted)[0]):
+        amaps += (contracted,)  # head dims of Q·Kᵀ
     per = math.prod(map_length(m) for m in amaps)
     if amaps and total % per == 0:
         ctx.costs.append(Cost(node.name, "MatMul", None, float(total // per), amaps=amaps))
@@ -113,14 +118,20 @@ def _activation_matmul(node, ctx, a, b, y, ra, rb, ry) -> None:
     Batch axes broadcast like an elementwise op: their channels (attention heads) are
     unified across both operands and the output. The rows of ``a`` and the columns of
     ``b`` pass through. The contracted axis mixes the two operands' channels, so channels
-    there block. Heads laid out at different granularities (grouped-query attention: K/V
+    there block, except head dims (``head_mode="dims"``) on both sides: Q and K then lose
+    the same dims of every head, which drops whole terms of each score. Heads laid out at different granularities (grouped-query attention: K/V
     heads repeated for several query heads) make the finer side's origins coarser.
     """
-    contracted = ((a, ra - 1), (b, rb - 2))
-    for t, ax in contracted:
-        amap = ctx.amap(t, ax)
-        if amap is not None:
-            ctx.block(amap, node, "contracts channels between two activations")
+    ka, kb = ctx.amap(a, ra - 1), ctx.amap(b, rb - 2)
+    if has_spaces(ka) and has_spaces(kb) and ctx.table.periodic(map_spaces(ka)[0]):
+        # the same head dims on both sides (Q·Kᵀ): dropping dim d drops the term q_d·k_d
+        if ctx.table.unify(ka, kb, f"MatMul '{node.name}'"):
+            ctx.table.contracted.update(map_spaces(ka))
+            ctx.contractions.append((node.name, [(a, ra - 1), (b, rb - 2)]))
+    else:
+        for amap in (ka, kb):
+            if amap is not None:
+                ctx.block(amap, node, "contracts channels between two activations")
     rows, cols = ctx.amap(a, ra - 2), ctx.amap(b, rb - 1)
     if rows is not None:
         ctx.set_amap(y, ry - 2, rows)

@@ -2,7 +2,8 @@
 
 Channels survive an op that works within each channel. An op that mixes values along a
 channel axis (a reduction over it, a softmax over it) would change when a channel goes,
-so it blocks that axis's spaces.
+so it blocks that axis's spaces, except a ReduceMean that keeps its dims under
+``prune_norm_spaces`` (RMSNorm's mean of squares): then the spaces are marked inexact.
 """
 
 from __future__ import annotations
@@ -59,8 +60,13 @@ def reduce(node: onnx.NodeProto, ctx) -> None:
         return
     keep = attr(node, "keepdims", 1)
     for axis, amap in ctx.tracked(x).items():
-        if axis in axes:
-            ctx.block(amap, node, "reduces over these channels")
+        if axis in axes and node.op_type == "ReduceMean" and keep and ctx.options.prune_norm_spaces:
+            # a norm statistic (RMSNorm's mean of squares): the mean is over fewer channels after pruning
+            ctx.table.mark_inexact(amap, f"ReduceMean '{node.name}' averages across these channels")
+        elif axis in axes:
+            ctx.block(amap, node, "reduces over these channels" + (
+                " (a ReduceMean keeping dims is allowed with --prune-norm-spaces)" if node.op_type == "ReduceMean"
+                and keep else ""))
         else:
             ctx.set_amap(y, axis if keep else axis - sum(a < axis for a in axes), amap)
 

@@ -5,7 +5,8 @@ Reshape merges a channel axis with untracked neighbours (channel c becomes a blo
 features) when its target shape can be proven and rewritten: a constant, or a
 Shape→Gather→Concat chain whose entry for that axis is -1, a constant, or the size of the
 same channels elsewhere. Splitting a channel axis into (heads, head_dim) makes whole heads
-the channels (see :func:`_split_heads`); any other split blocks.
+the channels (see :func:`_split_heads`), or, with ``head_mode="dims"``, the head-dim
+positions shared by every head (:func:`_split_head_dims`); any other split blocks.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import onnx
 from ..context import attr, norm_axis
 from ..spaces import Seg, scale_map
 from . import register
+from .embedding import expand_table, gather_table
 from .shape_values import DIM, LIT, SetInputElement, _ints, require_entry, shape_elements
 
 @register("Flatten")
@@ -191,7 +193,7 @@ def reshape(node: onnx.NodeProto, ctx) -> None:
                 ctx.block(amap, node, "splits a channel axis into several (only the last axis into "
                                       "(heads, head_dim) is supported)")
             elif _split_heads(node, ctx, amap, dst, outs, entries):
-                accepted.add(outs[0])
+                accepted.add(outs[1] if getattr(ctx.options, "head_mode", "heads") == "dims" else outs[0])
             continue
         others = [a for a in ins if a != axis]
         if any(a in tracked for a in others):
@@ -247,6 +249,8 @@ def _split_heads(node, ctx, amap, dst, outs, entries) -> bool:
     if len(outs) != 2:
         ctx.block(amap, node, "splits a channel axis into more than two axes")
         return False
+    if getattr(ctx.options, "head_mode", "heads") == "dims":
+        return _split_head_dims(node, ctx, amap, dst, outs, entries)
     hd = dst[outs[1]]
     if len(amap) != 1 or amap[0].space is None or amap[0].outer != 1 or not isinstance(hd, int) or hd <= 0:
         ctx.block(amap, node, "splits a channel axis whose layout is not one run of whole heads")
@@ -266,6 +270,34 @@ def _split_heads(node, ctx, amap, dst, outs, entries) -> bool:
         ctx.table.request_grain(seg.space, hd // seg.inner)
         return False
     ctx.block(amap, node, f"splits channels into heads of {hd} that do not align with its channel blocks")
+    return False
+
+
+def _split_head_dims(node, ctx, amap, dst, outs, entries) -> bool:
+    """(..., H) -> (..., heads, head_dim) in ``head_mode="dims"``: the channels are the
+    head_dim positions, the same in every head (``Seg(space, head_dim, outer=heads)``).
+
+    A plain run of channels asks its origins for that period (next pass); once periodic,
+    the heads axis stays fixed and the head_dim axis carries the space, its target entry
+    rewritten (or -1). The attention scale (1/sqrt(head_dim)) is left at its dense value:
+    pruning removes dims, it does not retrain the softmax temperature."""
+    hd = dst[outs[1]]
+    if len(amap) != 1 or amap[0].space is None or amap[0].inner != 1 or not isinstance(hd, int) or hd <= 0:
+        ctx.block(amap, node, "splits a channel axis whose layout is not one run of head dims")
+        return False
+    seg = amap[0]
+    if ctx.table.periodic(seg.space) and hd % seg.size == 0 and seg.length % hd == 0:
+        dims = (Seg(seg.space, seg.size, outer=hd // seg.size),)  # outer 2: rotary pairs (i, i + hd/2)
+        if entries[outs[1]][0] == DIM and ctx.amap(*entries[outs[1]][1]) != dims:
+            ctx.block(amap, node, "head size is read from a tensor's shape")
+            return False
+        if require_entry(node, ctx, entries[outs[1]], dims, None):
+            ctx.set_amap(node.output[0], outs[1], dims)
+            return True
+        return False
+    if seg.outer == 1 and seg.size % hd == 0 and ctx.table.request_period(seg.space, hd):
+        return False  # next pass: channels are head dims
+    ctx.block(amap, node, f"splits channels into heads of {hd} that do not align with its channel runs")
     return False
 
 
@@ -423,6 +455,7 @@ def expand(node: onnx.NodeProto, ctx) -> None:
     x, y = node.input[0], node.output[0]
     tracked = ctx.tracked(x)
     if not tracked:
+        expand_table(node, ctx)  # a class token (with prune_norm_spaces)
         return
     r, ry = ctx.rank(x), ctx.rank(y)
     entries = shape_elements(ctx, node.input[1])
@@ -448,6 +481,7 @@ def gather(node: onnx.NodeProto, ctx) -> None:
         ctx.block(amap, node, "channels used as indices")
     tracked = ctx.tracked(data)
     if not tracked:
+        gather_table(node, ctx)  # an embedding table (with prune_norm_spaces)
         return
     r, q = ctx.rank(data), ctx.rank(idx)
     if r is None or q is None:

@@ -160,11 +160,11 @@ def require_entry(node, ctx, entry, amap, same_axis: tuple | None) -> bool:
             return True
         ctx.block(amap, node, f"target entry {value} cannot be rewritten")
         return False
-    if kind == DIM and ctx.amap(*value) == amap:
+    if kind == DIM and ctx.table.same(ctx.amap(*value), amap):
         return True
     if kind == SCALED:
         read = ctx.amap(*value[0])
-        if read is not None and scale_map(read, inner=value[1]) == amap:
+        if read is not None and ctx.table.same(scale_map(read, inner=value[1]), amap):
             return True
     ctx.block(amap, node, "target shape is computed in a way that cannot be proven")
     return False

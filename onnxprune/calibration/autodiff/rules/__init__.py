@@ -67,4 +67,4 @@ def only(needs, *supported: int, what: str = "this input") -> None:
         raise NoGradient(bad, f"no gradient w.r.t. input {bad[0]} ({what})")
 
 
-from . import activation, conv, elementwise, linear, norm, pooling, reduce, shape, slicing  # noqa: E402,F401
+from . import activation, attention, contrib, conv, elementwise, linear, norm, pooling, reduce, shape, slicing  # noqa: E402,F401

@@ -104,22 +104,26 @@ def erf(node, b, gy, needs):
     return {0: _mul(b, gy[0], e, b.scalar(2.0 / math.sqrt(math.pi), x))}
 
 
-@register("Gelu")
-def gelu(node, b, gy, needs):
-    x = node.input[0]
+def gelu_derivative(b, x: str, tanh: bool) -> str:
+    """d gelu(x) / dx, exact (erf) or with the tanh approximation."""
     s = lambda v: b.scalar(v, x)  # noqa: E731
-    if attr(node, "approximate", "none") == "tanh":
+    if tanh:
         # y = x/2 (1 + tanh(u)), u = c (x + k x^3): y' = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3k x^2)
         c, k = math.sqrt(2.0 / math.pi), 0.044715
         x2 = b.op("Mul", [x, x])
         u = _mul(b, x, b.op("Add", [s(1.0), b.op("Mul", [x2, s(k)])]), s(c))
         t = b.op("Tanh", [u])
         du = b.op("Mul", [b.op("Add", [s(1.0), b.op("Mul", [x2, s(3 * k)])]), s(0.5 * c)])
-        d = b.op("Add", [_mul(b, b.op("Add", [t, s(1.0)]), s(0.5)), _mul(b, x, _one_minus(b, b.op("Mul", [t, t])), du)])
-    else:  # y' = Phi(x) + x phi(x)
-        cdf = _mul(b, b.op("Add", [b.op("Erf", [b.op("Mul", [x, s(1.0 / math.sqrt(2.0))])]), s(1.0)]), s(0.5))
-        pdf = _mul(b, b.op("Exp", [_mul(b, x, x, s(-0.5))]), s(1.0 / math.sqrt(2.0 * math.pi)))
-        d = b.op("Add", [cdf, b.op("Mul", [x, pdf])])
+        return b.op("Add", [_mul(b, b.op("Add", [t, s(1.0)]), s(0.5)), _mul(b, x, _one_minus(b, b.op("Mul", [t, t])), du)])
+    # y' = Phi(x) + x phi(x)
+    cdf = _mul(b, b.op("Add", [b.op("Erf", [b.op("Mul", [x, s(1.0 / math.sqrt(2.0))])]), s(1.0)]), s(0.5))
+    pdf = _mul(b, b.op("Exp", [_mul(b, x, x, s(-0.5))]), s(1.0 / math.sqrt(2.0 * math.pi)))
+    return b.op("Add", [cdf, b.op("Mul", [x, pdf])])
+
+
+@register("Gelu")
+def gelu(node, b, gy, needs):
+    d = gelu_derivative(b, node.input[0], attr(node, "approximate", "none") == "tanh")
     return {0: b.op("Mul", [gy[0], d])}
 
 
