@@ -85,7 +85,43 @@ def load_data(source, model: onnx.ModelProto, *, labels_key: str | None = None, 
         labels = None if labels is None else labels[:n]
     batch_size = _fixed_batch(inputs, batch_size, n)
     batches = [{k: v[i : i + batch_size] for k, v in feeds.items()} for i in range(0, n, batch_size)]
-    return Dataset(batches, labels)
+    return Dataset(trim_padding(batches, model), labels)
+
+
+def _sequence_dim(vi) -> str | None:
+    dims = vi.type.tensor_type.shape.dim
+    return dims[1].dim_param or None if len(dims) >= 2 and not dims[1].HasField("dim_value") else None
+
+
+def trim_padding(batches: list, model: onnx.ModelProto) -> list:
+    """Cut each batch after its last real token: positions that are padding in every sample
+    of the batch (0 in the token mask, see :mod:`onnxprune.recover.tokens`) at the end of
+    the sequence axis are dropped from every input sharing that axis's symbolic dimension.
+
+    Exact for models that honour their mask (padding keys are masked out of attention and
+    pooling), and calibration, repair and validation then spend no time or statistics on
+    them. Left as they are: models with no ``attention_mask`` input, a fixed or unnamed
+    sequence dimension, and left-padded batches (their trailing positions are real)."""
+    from .recover.tokens import AUTO, find_token_mask
+
+    mask_name = find_token_mask(model, AUTO)
+    if mask_name is None:
+        return batches
+    vis = {i.name: i for i in model.graph.input}
+    seq = _sequence_dim(vis[mask_name])
+    if seq is None:
+        return batches
+    names = [n for n, vi in vis.items() if _sequence_dim(vi) == seq]
+    out = []
+    for b in batches:
+        mask = np.asarray(b.get(mask_name))
+        if mask.ndim != 2 or any(n not in b or b[n].ndim < 2 or b[n].shape[1] != mask.shape[1] for n in names):
+            out.append(b)
+            continue
+        real = np.nonzero(mask.any(axis=0))[0]
+        length = int(real[-1]) + 1 if len(real) else 1
+        out.append({k: (v[:, :length] if k in names else v) for k, v in b.items()} if length < mask.shape[1] else b)
+    return out
 
 
 def _images(folder: str, inputs: dict, batch_size: int, max_samples, options, labels_key) -> Dataset:
