@@ -94,34 +94,34 @@ def _sequence_dim(vi) -> str | None:
 
 
 def trim_padding(batches: list, model: onnx.ModelProto) -> list:
-    """Cut each batch after its last real token: positions that are padding in every sample
-    of the batch (0 in the token mask, see :mod:`onnxprune.recover.tokens`) at the end of
-    the sequence axis are dropped from every input sharing that axis's symbolic dimension.
+    """Cut the data after its last real token: positions that are padding in every sample
+    (0 in the token mask, see :mod:`onnxprune.recover.tokens`) at the end of the sequence
+    axis are dropped from every input sharing that axis's symbolic dimension. One cut for
+    all batches, so outputs of different batches still concatenate.
 
     Exact for models that honour their mask (padding keys are masked out of attention and
     pooling), and calibration, repair and validation then spend no time or statistics on
     them. Left as they are: models with no ``attention_mask`` input, a fixed or unnamed
-    sequence dimension, and left-padded batches (their trailing positions are real)."""
+    sequence dimension, and left-padded data (its trailing positions are real)."""
     from .recover.tokens import AUTO, find_token_mask
 
     mask_name = find_token_mask(model, AUTO)
-    if mask_name is None:
+    if mask_name is None or not batches:
         return batches
     vis = {i.name: i for i in model.graph.input}
     seq = _sequence_dim(vis[mask_name])
     if seq is None:
         return batches
     names = [n for n, vi in vis.items() if _sequence_dim(vi) == seq]
-    out = []
-    for b in batches:
-        mask = np.asarray(b.get(mask_name))
-        if mask.ndim != 2 or any(n not in b or b[n].ndim < 2 or b[n].shape[1] != mask.shape[1] for n in names):
-            out.append(b)
-            continue
-        real = np.nonzero(mask.any(axis=0))[0]
-        length = int(real[-1]) + 1 if len(real) else 1
-        out.append({k: (v[:, :length] if k in names else v) for k, v in b.items()} if length < mask.shape[1] else b)
-    return out
+    width = {np.asarray(b.get(mask_name)).shape[1:2] for b in batches}
+    if len(width) != 1 or any(n not in b or b[n].ndim < 2 or b[n].shape[1:2] != next(iter(width))
+                              for b in batches for n in names):
+        return batches
+    real = np.nonzero(np.any([np.asarray(b[mask_name]).any(axis=0) for b in batches], axis=0))[0]
+    length = int(real[-1]) + 1 if len(real) else 1
+    if length >= next(iter(width))[0]:
+        return batches
+    return [{k: (v[:, :length] if k in names else v) for k, v in b.items()} for b in batches]
 
 
 def _images(folder: str, inputs: dict, batch_size: int, max_samples, options, labels_key) -> Dataset:
