@@ -174,7 +174,9 @@ def main(argv=None) -> int:
     if args.write_docs:
         from benchdocs import write_section
 
-        write_section("bench_repair" if args.split == "fixed" else "bench_repair_folds", render(args, rows))
+        section = "bench_repair" + ("" if args.split == "fixed" else "_folds") + (
+            "_" + args.kinds.replace(",", "_") if args.kinds else "")
+        write_section(section, render(args, rows))
     return 0
 
 
@@ -189,7 +191,8 @@ def render(args, rows) -> str:
         data = (f"the {len(CALIB_PHOTOS) + len(EVAL_PHOTOS)} photos dealt into {args.folds} folds; each fold's photos "
                 f"evaluated ({args.eval_samples} crops) with the model repaired from {args.calib_samples} crops of the "
                 "other photos; top-1 agreement with the dense model / mean KL(dense ‖ pruned), mean over the folds")
-    title = "Repair without training" + ("" if args.split == "fixed" else ", photos in folds")
+    title = "Repair without training" + ("" if args.split == "fixed" else ", photos in folds") + (
+        f", only {args.kinds} groups" if args.kinds else "")
     lines = [f"## {title} (`scripts/bench_repair.py`)", "",
              f"MobileNetV2 (torchvision ImageNet weights), uniform pruning of {scope} to a MACs target (`round_to=1`), "
              f"{data}. No fine-tuning. Command: `python scripts/bench_repair.py "
