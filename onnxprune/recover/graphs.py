@@ -32,11 +32,23 @@ class GraphIndex:
         self.inputs = [i.name for i in g.input if i.name not in {t.name for t in g.initializer}]
         self.outputs = {o.name for o in g.output}
 
+    def constant_source(self, name: str) -> str:
+        """``name``, or the constant it copies through a chain of Identity nodes (the
+        TorchScript exporter shares equal initializers that way, e.g. a zero bias)."""
+        for _ in range(64):
+            if name in self.store:
+                return name
+            node = self.producer.get(name)
+            if node is None or node.op_type != "Identity" or not node.input:
+                return name
+            name = node.input[0]
+        return name
+
     def is_const(self, name: str) -> bool:
-        return name in self.store
+        return self.constant_source(name) in self.store
 
     def const(self, name: str) -> np.ndarray:
-        return self.store.get(name)
+        return self.store.get(self.constant_source(name))
 
     def sole_reader(self, tensor: str):
         """The only node reading ``tensor`` (None when several, none, or it is a graph output)."""
