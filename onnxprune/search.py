@@ -4,10 +4,13 @@ MACs budget, found by a seeded (1+λ) evolution strategy over candidate models.
 A candidate is a *pressure* per group, p_g in (0, 1]; its ratios are r_g = min(m·p_g,
 max_ratio) with the multiplier m bisected so the candidate just meets the budget, so every
 candidate spends the same MACs and only where it spends them differs. The first candidate
-is uniform (all pressures 1, i.e. the uniform allocation); each generation perturbs the
-best pressures log-normally (σ halves when a generation brings no improvement) and keeps
-the candidate whose metric drop on the calibration data is smallest. Each candidate is a
-real pruned model run in ONNX Runtime; the same seed gives the same result.
+is uniform (all pressures 1, i.e. the uniform allocation); each generation draws
+:data:`GENERATION` log-normal perturbations of the best pressures (σ halves when a
+generation brings no improvement), measures them together — a batch that
+:class:`~onnxprune.candidates.Candidates` may spread over worker processes — and keeps
+the candidate whose metric drop on the calibration data is smallest (the first of equal
+ones). Each candidate is a real pruned model (repaired when ``prune`` repairs) run in ONNX
+Runtime; the same seed gives the same result, serial or parallel.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ GENERATION = 4  # candidates per generation
 
 def search_allocation(groups, cost_model, count_of_factory, target_macs: float, evaluate, *, candidates: int = 24,
                       seed: int = 0, round_to: int = 1, min_keep: int = 1, max_ratio: float = 0.9,
-                      progress=None) -> tuple[dict, dict]:
-    """{group id: kept count} and a description; ``evaluate(counts) -> drop`` (lower is
-    better) measures a candidate on the calibration data."""
+                      progress=None, finish=None) -> tuple[dict, dict]:
+    """{group id: kept count} and a description; ``evaluate([counts, ...]) -> [drop, ...]``
+    (lower is better) measures a batch of candidates on the calibration data.
+    ``finish(counts) -> counts``, when given, spends what rounding left of the budget
+    (:func:`~onnxprune.allocate.give_back`) so every candidate uses all of it."""
     if candidates < 1:
         raise BadArgumentError(f"the search needs at least one candidate, got {candidates}")
     if not cost_model.macs_known:
@@ -55,34 +60,39 @@ def search_allocation(groups, cost_model, count_of_factory, target_macs: float, 
                 hi = mid
             else:
                 lo = mid
-        return counts_at(pressure, hi)
+        counts = counts_at(pressure, hi)
+        return counts if finish is None else finish(counts)
 
     rng = np.random.default_rng(seed)
     best_p = np.ones(len(groups))
     best_counts = meet_budget(best_p)
     if best_counts is None:
         raise BadArgumentError(f"--target-macs {target_macs:g} is out of reach within the per-group cap")
-    best_drop = evaluate(best_counts)
+    best_drop = evaluate([best_counts])[0]
     history = [{"candidate": 0, "drop": best_drop, "macs_fraction": fraction(best_counts), "accepted": True}]
     sigma, done = SIGMA, 1
     while done < candidates:
-        improved = False
+        drawn = []  # every candidate of a generation perturbs the same best pressures
         for _ in range(min(GENERATION, candidates - done)):
             p = np.clip(best_p * np.exp(sigma * rng.standard_normal(len(groups))), MIN_PRESSURE, 1.0)
-            counts = meet_budget(p / p.max())
+            drawn.append((done, p / p.max(), meet_budget(p / p.max())))
             done += 1
-            if counts is None:
-                continue
-            drop = evaluate(counts)
-            accepted = drop is not None and (best_drop is None or drop < best_drop)
-            history.append({"candidate": done - 1, "drop": drop, "macs_fraction": fraction(counts),
-                            "accepted": bool(accepted)})
-            if accepted:
-                best_p, best_counts, best_drop, improved = p / p.max(), counts, drop, True
+        feasible = [d for d in drawn if d[2] is not None]
+        drops = evaluate([c for _, _, c in feasible]) if feasible else []
+        winner = None
+        for (index, p, counts), drop in zip(feasible, drops):
+            better = drop is not None and (best_drop is None or drop < best_drop) and \
+                (winner is None or drop < winner[3])
+            if better:
+                winner = (index, p, counts, drop)
+            history.append({"candidate": index, "drop": drop, "macs_fraction": fraction(counts), "accepted": False})
             if progress is not None:
                 progress.step()
-        if not improved:
+        if winner is None:
             sigma /= 2
+            continue
+        best_p, best_counts, best_drop = winner[1], winner[2], winner[3]
+        next(h for h in history if h["candidate"] == winner[0])["accepted"] = True
     return best_counts, {"strategy": "search+target-macs", "target_macs": target_macs, "candidates": candidates,
                          "seed": seed, "best_drop": best_drop, "uniform_drop": history[0]["drop"],
                          "history": history}

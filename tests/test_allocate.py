@@ -143,7 +143,10 @@ def test_prune_to_a_latency_target_builds_and_times_candidates(monkeypatch):
     monkeypatch.setattr(sys.modules["onnxprune.validate"], "interleaved_latency", fake)
     r = onnxprune.prune(str(MODELS / "resnet_basic_bn.onnx"), target_latency=0.8, latency_runs=3)
     assert r.plan.settings["strategy"] == "global+target-latency" and r.plan.settings["target_latency"] == 0.8
-    assert calls == [(True, 3)] * (1 + 8)  # the cap, then 8 bisection steps
+    assert calls == [(True, 3)] * (1 + 8 + 1)  # the cap, 8 bisection steps, then the written model again
+    final = r.report["latency_target"]  # timed separately, in fresh sessions, after repair
+    assert final["target"] == 0.8 and final["final_ratio"] == 0.5 and final["met"]
+    assert final["allocation_ratio"] == 0.5 and final["runs"] == 3
 
 
 def test_round_to_counts_positions_of_multi_position_channels():
