@@ -104,17 +104,21 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     ``target_params`` keeps at most that fraction of the floating-point weights the same
     way, ``target_latency`` at most that fraction of the dense model's ONNX Runtime latency
     on this machine and ``device`` (each candidate timed against the dense model,
-    interleaved, ``latency_runs`` runs each, on synthetic inputs of the declared shapes). ``exclude`` is a regular expression: groups with a member node whose name it
-    matches (``re.search``) stay whole.
+    interleaved, ``latency_runs`` runs each, on synthetic inputs of the declared shapes);
+    the written model is then timed again the same way, in fresh sessions
+    (``report["latency_target"]``: the final ratio beside the allocation's). ``exclude`` is
+    a regular expression: groups with a member node whose name it matches (``re.search``)
+    stay whole.
 
     ``allocation`` names the strategy: ``uniform``, ``global`` (same as ``global_ranking``),
     ``search`` (:func:`onnxprune.search.search_allocation`: ``search_candidates`` pruned
-    models evaluated on the calibration data by a ``seed``-ed evolution strategy over
-    per-group ratios, the best under the MACs target kept; each candidate repaired like the
+    models evaluated on the validation data (the calibration data without it) by a
+    ``seed``-ed evolution strategy over per-group ratios, started from the uniform and the
+    global allocations, the best under the MACs target kept; each candidate repaired like the
     result when ``search_repair``, which defaults to ``recover``; a generation's candidates
-    run in ``jobs`` worker processes or on the ``ray`` cluster) or ``sensitivity``: every group is pruned alone at ``sensitivity_ratios`` and measured
-    on the calibration data (:func:`onnxprune.sensitivity.sensitivity`, ``jobs`` worker
-    processes), then the MACs target is met greedily where the metric drops least per MAC
+    run in ``jobs`` worker processes or on the ``ray`` cluster) or ``sensitivity``: every
+    group is pruned alone at ``sensitivity_ratios`` and measured on the calibration data
+    (:func:`onnxprune.sensitivity.sensitivity`, ``jobs`` worker processes), then the MACs target is met greedily where the metric drops least per MAC
     saved (:func:`~onnxprune.sensitivity_alloc.allocate_from_sensitivity`). With it,
     ``ray`` (``auto`` or an address) runs the sweep's candidates on a Ray cluster and
     ``folds`` K >= 2 cross-validates the sweep: channels chosen from statistics of K-1
@@ -249,6 +253,7 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio, target_params,
                              target_latency)
     ctx = {"reference": reference, "calibration": calibration, "calib_data": calib_data, "metric": metric,
+           "val_data": dataset if validation is not None else None,
            "device": device, "jobs": jobs, "ray": ray, "input_shapes": input_shapes,
            "prune_norm_spaces": prune_norm_spaces, "recover_options": recover_options,
            "search_repair": recover if search_repair is None else search_repair,

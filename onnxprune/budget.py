@@ -8,6 +8,7 @@ moves the search down, one outside it moves it up; the result is the smallest pr
 that passed. The dense model (target 1) needs no probe: it drops nothing. ``probes``
 bisection steps give a resolution of 2^-probes of the dense MACs; the drop is assumed to
 grow as the target shrinks (it need not, exactly: the report lists every probe).
+Fine-tuning (``--finetune``) runs once, on the model written, not on the probes.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ equal the serial run's.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from .allocate import select_channels
@@ -62,9 +63,10 @@ class Candidates:
         return {gid: select_channels(self.by_id[gid], self.scores[gid], k) for gid, k in counts.items()
                 if k < self.by_id[gid].size}
 
-    def drops(self, counts_list: list) -> list:
-        """The metric drop of each candidate (kept counts per group id), in order; None
-        where the metric does not apply."""
+    def measure(self, counts_list: list) -> list:
+        """(metric drop, mean squared output error) of each candidate (kept counts per
+        group id), in order; the drop is None where the metric does not apply. The error
+        ranks candidates the metric ties (top-1 agreement on a few samples moves in steps)."""
         tasks = [self.keep(c) for c in counts_list]
         self.evaluated += len(tasks)
         if isinstance(self.runner, Serial) or len(tasks) <= 1:
@@ -73,6 +75,9 @@ class Candidates:
             self.runner.__enter__()
             self._open = True
         return self.runner.map(_measure_task, tasks, _worker_setup, self._setup_args)
+
+    def drops(self, counts_list: list) -> list:
+        return [d for d, _ in self.measure(counts_list)]
 
     def drop(self, counts: dict):
         return self.drops([counts])[0]
@@ -98,8 +103,8 @@ def _worker_setup(threads, model_bytes, options, sizes, measured, metric, device
 
 
 def _measure_task(state: dict, keep: dict):
-    """The metric drop of the dense model pruned to ``keep`` ({gid: keep lists}), repaired
-    first when the state says so."""
+    """(metric drop, mean squared error of the outputs) of the dense model pruned to
+    ``keep`` ({gid: keep lists}), repaired first when the state says so."""
     from .runtime import session
     from .sensitivity import measure, run_batches
     from .surgery import apply_plan
@@ -116,7 +121,8 @@ def _measure_task(state: dict, keep: dict):
                            options, device=state["device"], progress=False)
     batches, dense, labels = state["measured"]
     outs = run_batches(session(model, state["device"], state["threads"]), batches)
-    return measure(dense, outs, labels, state["metric"])[1]
+    error = float(np.mean([np.mean((dense[n].astype(np.float64) - outs[n]) ** 2) for n in dense]))
+    return measure(dense, outs, labels, state["metric"])[1], error
 
 
 __all__ = ["Candidates"]

@@ -72,17 +72,24 @@ class Strategy:
         from .search import search_allocation
 
         c = self.ctx
-        pool = self.pool(c["calib_data"], c["search_repair"])
+        # measured on the validation data when there is some: the repair is fitted to the
+        # calibration samples, so on them every repaired candidate looks better than it is
+        data = c["val_data"] if c["val_data"] is not None else c["calib_data"]
+        pool = self.pool(data, c["search_repair"])
         opts = replace(self.opts, target_macs=target)
 
         def finish(counts):
             return give_back(self.groups, self.scores, counts, opts, self.fraction, target)
 
-        counts, how = search_allocation(self.groups, self.cost, self.count_of_factory, target, pool.drops,
+        start = allocate(self.groups, self.scores, replace(opts, ratio=None, global_ranking=True, target_params=None,
+                                                           target_latency=None), self.cost, self.count_of_factory)[0]
+        counts, how = search_allocation(self.groups, self.cost, self.count_of_factory, target, pool.measure,
                                         candidates=c["search_candidates"], seed=c["seed"], round_to=opts.round_to,
-                                        min_keep=opts.min_keep, max_ratio=opts.max_ratio, finish=finish)
+                                        min_keep=opts.min_keep, max_ratio=opts.max_ratio, finish=finish,
+                                        starts=[start])
         self.search_history = how.pop("history")
-        how.update(search_repaired=pool.repaired, search_workers=pool.describe())
+        how.update(search_repaired=pool.repaired, search_workers=pool.describe(),
+                   search_data="validation" if c["val_data"] is not None else "calibration")
         return counts, how
 
     def _sensitivity(self, target: float):
