@@ -49,14 +49,18 @@ def group_round_to(group, round_to: int) -> int:
     return max(1, n // math.gcd(n, grain))
 
 
-def allowed_count(keep: float, size: int, round_to: int, min_keep: int, max_ratio: float) -> int:
-    """The admissible kept count nearest to ``keep`` for a class of ``size`` channels."""
+def admissible_counts(size: int, round_to: int, min_keep: int, max_ratio: float) -> list[int]:
+    """Every kept count a class of ``size`` channels may have, ascending (``size`` last)."""
     lo = max(min_keep, int(np.ceil(size * (1 - max_ratio) - 1e-9)), 1)
     if lo >= size:
-        return size
+        return [size]
     step = effective_round_to(size, round_to)
-    options = [k for k in range(step, size, step) if k >= lo] + [size]
-    return min(options, key=lambda k: (abs(k - keep), -k))
+    return [k for k in range(step, size, step) if k >= lo] + [size]
+
+
+def allowed_count(keep: float, size: int, round_to: int, min_keep: int, max_ratio: float) -> int:
+    """The admissible kept count nearest to ``keep`` for a class of ``size`` channels."""
+    return min(admissible_counts(size, round_to, min_keep, max_ratio), key=lambda k: (abs(k - keep), -k))
 
 
 def uniform_counts(groups, ratio: float, opts: AllocationOptions) -> dict:
@@ -121,8 +125,11 @@ def allocate(groups, scores: dict, opts: AllocationOptions, cost_model=None, cou
         dense = measure(count_of_factory({}))
         steps = 40
 
+        def fraction_at_counts(counts):
+            return measure(count_of_factory(counts)) / dense if dense else 1.0
+
         def fraction_at(ratio):
-            return measure(count_of_factory(counts_for(ratio))) / dense if dense else 1.0
+            return fraction_at_counts(counts_for(ratio))
 
     hi = opts.max_ratio
     best = fraction_at(hi)
@@ -136,7 +143,101 @@ def allocate(groups, scores: dict, opts: AllocationOptions, cost_model=None, cou
             hi = mid
         else:
             lo = mid
-    return counts_for(hi), {"strategy": f"{strategy}+{key.replace('_', '-')}", "ratio": hi, key: target}
+    counts = counts_for(hi)
+    if opts.target_latency is None:  # a counted budget: spend what rounding left over
+        counts = give_back(groups, scores, counts, opts, fraction_at_counts, target)
+    return counts, {"strategy": f"{strategy}+{key.replace('_', '-')}", "ratio": hi, key: target}
+
+
+EXHAUSTIVE = 4096  # combinations of admissible counts tried one by one before local search takes over
+
+
+def give_back(groups, scores: dict, counts: dict, opts: AllocationOptions, fraction, target: float) -> dict:
+    """Counts rounded to ``round_to`` (and one ratio for every group) land below a budget by
+    up to a granule per group; spend what is left over, staying within the budget.
+
+    Where the groups' admissible counts make at most :data:`EXHAUSTIVE` combinations, the
+    combination closest below the target is found by trying them all (ties: the most
+    important channels kept). Otherwise granules are given back greedily — most important
+    first, and separately best-fit first — each followed by swaps (take one granule from a
+    group, give back best-fit elsewhere) while a swap brings the result closer; the closer
+    of the two results is kept."""
+    ranked, options = {}, {}
+    for g in groups:
+        if g.id in counts:
+            ranked[g.id] = np.mean(np.stack([np.sort(np.asarray(c, dtype=np.float64))[::-1] for c in scores[g.id]]),
+                                   axis=0) if g.id in scores else np.zeros(g.size)
+            options[g.id] = admissible_counts(g.size, group_round_to(g, opts.round_to), opts.min_keep,
+                                              opts.max_ratio)
+    if math.prod(len(o) for o in options.values()) <= EXHAUSTIVE:
+        return _exhaustive(counts, ranked, options, fraction, target)
+    results = []
+    for best_fit in (False, True):
+        c = _fill(dict(counts), ranked, options, fraction, target, None, best_fit)
+        results.append((fraction(c), _swaps(c, ranked, options, fraction, target)))
+    results = [(fraction(c), c) for _, c in results]
+    return max(results, key=lambda r: r[0])[1]
+
+
+def _exhaustive(counts, ranked, options, fraction, target):
+    import itertools
+
+    ids = list(options)
+    best, best_key = counts, (fraction(counts), _importance(counts, ranked))
+    for combo in itertools.product(*(options[gid] for gid in ids)):
+        trial = {**counts, **dict(zip(ids, combo))}
+        got = fraction(trial)
+        if got <= target:
+            key = (got, _importance(trial, ranked))
+            if key > best_key:
+                best, best_key = trial, key
+    return best
+
+
+def _importance(counts, ranked) -> float:
+    return float(sum(ranked[gid][:k].sum() for gid, k in counts.items() if gid in ranked))
+
+
+def _swaps(counts, ranked, options, fraction, target):
+    best = fraction(counts)
+    improved = True
+    while improved and best < target:
+        improved = False
+        for gid in options:
+            down = [o for o in options[gid] if o < counts[gid]]
+            if not down:
+                continue
+            trial = _fill({**counts, gid: down[-1]}, ranked, options, fraction, target, gid, True)
+            got = fraction(trial)
+            if best < got <= target:
+                counts, best, improved = trial, got, True
+    return counts
+
+
+def _fill(counts: dict, ranked: dict, options: dict, fraction, target: float, frozen, best_fit: bool) -> dict:
+    """Greedy give-back (see :func:`give_back`): repeatedly the single granule that still
+    fits whose channels are most important (the mean normalized score of those restored),
+    or with ``best_fit`` whose return lands closest below the target; ``frozen`` is not
+    widened. A group whose next granule does not fit is not tried again: costs only
+    grow as other groups widen."""
+    open_ = {gid for gid in options if gid != frozen}
+    while open_:
+        best = None
+        for gid in sorted(open_):
+            k = counts[gid]
+            up = next((o for o in options[gid] if o > k), None)
+            got = None if up is None else fraction({**counts, gid: up})
+            if got is None or got > target:
+                open_.discard(gid)
+                continue
+            value = float(ranked[gid][k:up].mean())
+            key = (got, value) if best_fit else (value, got)
+            if best is None or key > best[0]:
+                best = (key, gid, up)
+        if best is None:
+            break
+        counts = {**counts, best[1]: best[2]}
+    return counts
 
 
 def select_channels(group, scores: list, count: int) -> list[list[int]]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from . import __version__
-from .allocate import AllocationOptions, allocate, select_channels
+from .allocate import AllocationOptions, select_channels
 from .analysis import HEAD_MODES, Analysis, AnalysisOptions, analyze
 from .cost import CostModel, count_macs, count_params, counter
 from .data import load_data
@@ -18,6 +18,7 @@ from .importance import NEEDS, check_criterion, score_groups
 from .model import ModelSource, load_model, save_model, write_text_atomic
 from .plan import Plan, model_fingerprint
 from .report import build_report, inspect_report, model_facts
+from .strategy import Strategy
 from .surgery import apply_plan
 from .validate import validate as run_validation
 from .verify import io_signature, verify_model
@@ -79,8 +80,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
           allocation: str | None = None, sensitivity_ratios=None, jobs: int = 1,
           target_params: float | None = None, exclude: str | None = None,
           target_latency: float | None = None, latency_runs: int = 15, search_candidates: int = 24,
-          seed: int = 0, finetune=None, folds: int = 1, ray: str | None = None,
-          head_mode: str = "heads") -> PruneResult:
+          seed: int = 0, finetune=None, folds: int = 1, ray: str | None = None, search_repair: bool | None = None,
+          budget_probes: int = 6, head_mode: str = "heads") -> PruneResult:
     """Prune ``model`` and return the new model, its plan and a report.
 
     ``ratio`` removes that fraction of every prunable group (or of all channels with
@@ -92,6 +93,13 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     with the original (``report["validation"]``); a ``max_drop`` of ``metric`` that is
     exceeded raises :class:`ValidationFailed` unless ``force``.
 
+    ``max_drop`` without a ratio or a target is a *budget* instead
+    (:func:`onnxprune.budget.smallest_within`): ``budget_probes`` bisection steps over the
+    MACs target, each probe allocated by the ``allocation`` strategy, pruned, repaired
+    when ``recover`` is on and measured on the validation data (the calibration data
+    without it); the smallest probed target within ``max_drop`` is kept and
+    ``report["budget"]`` lists the probes.
+
     ``calibration`` data (same forms) feeds the data-aware criteria (``activation``,
     ``apoz``, ``entropy``, ``variance``, ``wanda``, ``taylor``, ``fisher``): it is run
     through ONNX Runtime in batches of ``batch_size`` on ``device`` and reduced to
@@ -102,15 +110,21 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     ``target_params`` keeps at most that fraction of the floating-point weights the same
     way, ``target_latency`` at most that fraction of the dense model's ONNX Runtime latency
     on this machine and ``device`` (each candidate timed against the dense model,
-    interleaved, ``latency_runs`` runs each, on synthetic inputs of the declared shapes). ``exclude`` is a regular expression: groups with a member node whose name it
-    matches (``re.search``) stay whole.
+    interleaved, ``latency_runs`` runs each, on synthetic inputs of the declared shapes);
+    the written model is then timed again the same way, in fresh sessions
+    (``report["latency_target"]``: the final ratio beside the allocation's). ``exclude`` is
+    a regular expression: groups with a member node whose name it matches (``re.search``)
+    stay whole.
 
     ``allocation`` names the strategy: ``uniform``, ``global`` (same as ``global_ranking``),
     ``search`` (:func:`onnxprune.search.search_allocation`: ``search_candidates`` pruned
-    models evaluated on the calibration data by a ``seed``-ed evolution strategy over
-    per-group ratios, the best under the MACs target kept) or ``sensitivity``: every group is pruned alone at ``sensitivity_ratios`` and measured
-    on the calibration data (:func:`onnxprune.sensitivity.sensitivity`, ``jobs`` worker
-    processes), then the MACs target is met greedily where the metric drops least per MAC
+    models evaluated on the validation data (the calibration data without it) by a
+    ``seed``-ed evolution strategy over per-group ratios, started from the uniform and the
+    global allocations, the best under the MACs target kept; each candidate repaired like the
+    result when ``search_repair``, which defaults to ``recover``; a generation's candidates
+    run in ``jobs`` worker processes or on the ``ray`` cluster) or ``sensitivity``: every
+    group is pruned alone at ``sensitivity_ratios`` and measured on the calibration data
+    (:func:`onnxprune.sensitivity.sensitivity`, ``jobs`` worker processes), then the MACs target is met greedily where the metric drops least per MAC
     saved (:func:`~onnxprune.sensitivity_alloc.allocate_from_sensitivity`). With it,
     ``ray`` (``auto`` or an address) runs the sweep's candidates on a Ray cluster and
     ``folds`` K >= 2 cross-validates the sweep: channels chosen from statistics of K-1
@@ -135,8 +149,10 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     _check_ratio("max_ratio", max_ratio)
     given = [n for n, v in (("a ratio", ratio), ("a MACs target", target_macs), ("a parameters target", target_params),
                             ("a latency target", target_latency)) if v is not None]
-    if not given:
-        raise BadArgumentError("give a pruning ratio or a target (e.g. --ratio 0.3 or --target-macs 0.5)")
+    budget = max_drop is not None and not given  # the smallest model within max_drop
+    if not given and not budget:
+        raise BadArgumentError("give a pruning ratio, a target or a budget (e.g. --ratio 0.3, --target-macs 0.5 or "
+                               "--max-drop 0.02)")
     if len(given) > 1:
         raise BadArgumentError(f"give one of a ratio, a MACs target or a parameters target, not both {given[0]} "
                                f"and {given[1]} (a target searches the ratio)")
@@ -148,12 +164,22 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         raise BadArgumentError(f"unknown allocation '{allocation}' (choose from uniform, global, sensitivity, search)")
     if allocation in ("uniform", "global"):
         global_ranking = allocation == "global"
-    if (folds != 1 or ray is not None) and allocation != "sensitivity":
-        raise BadArgumentError("--folds and --ray apply to the sensitivity sweep of --allocation sensitivity")
-    if allocation in ("sensitivity", "search") and (target_macs is None or calibration is None):
-        raise BadArgumentError(f"--allocation {allocation} needs a MACs target (--target-macs) and calibration data "
-                               "(--calib) to measure the groups on")
-    if allocation == "sensitivity":
+    if folds != 1 and allocation != "sensitivity":
+        raise BadArgumentError("--folds applies to the sensitivity sweep of --allocation sensitivity")
+    if ray is not None and allocation not in ("sensitivity", "search"):
+        raise BadArgumentError("--ray runs the candidates of --allocation sensitivity or search")
+    if allocation in ("sensitivity", "search") and ((target_macs is None and not budget) or calibration is None):
+        raise BadArgumentError(f"--allocation {allocation} needs a MACs target (--target-macs or a --max-drop budget) "
+                               "and calibration data (--calib) to measure the groups on")
+    if budget:
+        if validation is None and calibration is None:
+            raise BadArgumentError("--max-drop as a budget needs data to measure the drop on (--val or --calib)")
+        if budget_probes < 1:
+            raise BadArgumentError(f"budget_probes must be at least 1, got {budget_probes}")
+        if not max_drop >= 0:
+            raise BadArgumentError(f"--max-drop must be >= 0, got {max_drop}")
+        global_ranking = allocation != "uniform" if global_ranking is None else global_ranking
+    if allocation in ("sensitivity", "search"):
         from .parallel import backend
         from .sensitivity import check_folds
 
@@ -235,26 +261,38 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
 
     opts = AllocationOptions(ratio, global_ranking, target_macs, round_to, min_keep, max_ratio, target_params,
                              target_latency)
-    curves = search_history = None
-    if allocation == "sensitivity":
-        counts, how, curves = _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels,
-                                          batch_size, max_samples, input_shapes, jobs, device, progress, reduction,
-                                          normalize, loss, fallback_criterion, prune_norm_spaces, image_options,
-                                          round_to, min_keep, max_ratio, sensitivity_ratios, folds, ray,
-                                          head_mode)
-        counts = {g.id: counts.get(g.id, g.size) for g in groups}
-    elif allocation == "search":
-        from .search import search_allocation
+    ctx = {"reference": reference, "calibration": calibration, "calib_data": calib_data, "metric": metric,
+           "val_data": dataset if validation is not None else None,
+           "device": device, "jobs": jobs, "ray": ray, "input_shapes": input_shapes,
+           "prune_norm_spaces": prune_norm_spaces, "recover_options": recover_options,
+           "search_repair": recover if search_repair is None else search_repair,
+           "search_candidates": search_candidates, "seed": seed, "criterion": criterion, "labels": labels,
+           "batch_size": batch_size, "max_samples": max_samples, "progress": progress, "reduction": reduction,
+           "normalize": normalize, "loss": loss, "fallback_criterion": fallback_criterion,
+           "image_options": image_options, "folds": folds, "sensitivity_ratios": sensitivity_ratios,
+           "head_mode": head_mode}
+    strategy = Strategy(allocation or ("global" if global_ranking else "uniform"), analysis, groups, scores, opts,
+                        cost, count_of_factory, ctx)
+    latency = budget_report = None
+    try:
+        if budget:
+            if not cost.macs_known:
+                raise BadArgumentError("--max-drop as a budget bisects the MACs: pass --input-shape for dynamic dims")
+            from .budget import smallest_within
 
-        evaluate = _candidate_drop(analysis, groups, scores, reference, calib_data, metric, device)
-        counts, how = search_allocation(groups, cost, count_of_factory, target_macs, evaluate,
-                                        candidates=search_candidates, seed=seed, round_to=round_to,
-                                        min_keep=min_keep, max_ratio=max_ratio)
-        search_history = how.pop("history")
-    else:
-        latency = None if target_latency is None else _latency_ratio(analysis, groups, scores, input_shapes, device,
-                                                                     latency_runs)
-        counts, how = allocate(groups, scores, opts, cost, count_of_factory, latency)
+            probes = strategy.pool(dataset, recover)
+            counts, how, budget_report = smallest_within(max_drop, strategy.counts_at, probes.drop, strategy.fraction,
+                                                         probes=budget_probes, metric=metric)
+            budget_report.update(data="validation" if validation is not None else "calibration", repaired=recover)
+            how = {**how, "strategy": how["strategy"].replace("target-macs", "max-drop"),
+                   "target_macs": budget_report["target_macs"], "max_drop": max_drop, "budget_probes": budget_probes}
+        else:
+            if target_latency is not None:
+                latency = _latency_ratio(analysis, groups, scores, input_shapes, device, latency_runs)
+            counts, how = strategy.counts(latency)
+    finally:
+        strategy.close()
+    curves, search_history = strategy.curves, strategy.search_history
     settings = {"exclude": exclude, "criterion": criterion, "fallback_criterion": fallback_criterion, "recover": recover, "reduction": reduction, "normalize": normalize, "round_to": round_to,
                 "min_keep": min_keep, "max_ratio": max_ratio, "prune_norm_spaces": prune_norm_spaces,
                 "head_mode": head_mode, **how}
@@ -309,6 +347,10 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
         result.report["sensitivity"] = curves
     if search_history is not None:
         result.report["search"] = search_history
+    if budget_report is not None:
+        result.report["budget"] = budget_report
+    if latency is not None:
+        result.report["latency_target"] = latency.final(result.model, target_latency, counts)
     if reference is not None:
         check = run_validation(reference, result.model, None, metric=metric, max_drop=max_drop,
                                input_shapes=input_shapes, dataset=dataset, device=device, progress=progress)
@@ -319,42 +361,53 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     return result
 
 
-def _candidate_drop(analysis, groups, scores, reference, dataset, metric, device):
-    """counts -> the metric drop of the model they make against the dense one, on the
-    calibration data (the search's objective)."""
-    from .runtime import session
-    from .sensitivity import evaluate_plan, run_batches
-
-    device = "cpu" if device == "auto" else device
-    batches = list(dataset.batches)
-    dense = run_batches(session(reference, device), batches)
-    by_id = {g.id: g for g in groups}
-
-    def drop(counts: dict):
-        keep = {gid: select_channels(by_id[gid], scores[gid], k) for gid, k in counts.items() if k < by_id[gid].size}
-        return evaluate_plan(analysis, keep, batches, dense, dataset.labels, metric, device)[1]
-
-    return drop
-
-
 def _latency_ratio(analysis, groups, scores, input_shapes, device, runs):
+    return _Latency(analysis, groups, scores, input_shapes, device, runs)
+
+
+class _Latency:
     """counts -> measured latency of the model they make, relative to the dense model's
-    (both sessions timed alternately, so machine noise hits both alike)."""
-    from .runtime import random_inputs, session
-    from .validate import interleaved_latency
+    (both sessions timed alternately, so machine noise hits both alike); :meth:`final`
+    times the finished model again, separately, for the report."""
 
-    dense_model = apply_plan(analysis, Plan("", {}, {}), consume=False)
-    feeds = random_inputs(dense_model, input_shapes)
-    dense = session(dense_model, device)
-    by_id = {g.id: g for g in groups}
+    def __init__(self, analysis, groups, scores, input_shapes, device, runs):
+        from .runtime import random_inputs
 
-    def ratio(counts: dict) -> float:
-        plan = Plan("", {gid: {"size": by_id[gid].size, "keep": select_channels(by_id[gid], scores[gid], k)}
+        self.analysis, self.scores, self.device, self.runs = analysis, scores, device, runs
+        self.dense_model = apply_plan(analysis, Plan("", {}, {}), consume=False)
+        self.feeds = random_inputs(self.dense_model, input_shapes)
+        self.by_id = {g.id: g for g in groups}
+        self.measured: dict = {}
+        self._dense = None
+
+    def _session(self, model):
+        from .runtime import session
+
+        return session(model, self.device)
+
+    def __call__(self, counts: dict) -> float:
+        from .validate import interleaved_latency
+
+        if self._dense is None:
+            self._dense = self._session(self.dense_model)
+        by_id = self.by_id
+        plan = Plan("", {gid: {"size": by_id[gid].size, "keep": select_channels(by_id[gid], self.scores[gid], k)}
                          for gid, k in counts.items() if k < by_id[gid].size}, {})
-        candidate = session(apply_plan(analysis, plan, consume=False), device)
-        return interleaved_latency(dense, candidate, feeds, runs)["ratio"]
+        candidate = self._session(apply_plan(self.analysis, plan, consume=False))
+        ratio = interleaved_latency(self._dense, candidate, self.feeds, self.runs)["ratio"]
+        self.measured[tuple(sorted(counts.items()))] = ratio
+        return ratio
 
-    return ratio
+    def final(self, model, target: float, counts: dict) -> dict:
+        """The finished model (repaired, as written) timed against the dense one in fresh
+        sessions: the latency ratio the user gets, next to what the allocation measured."""
+        from .validate import interleaved_latency
+
+        timing = interleaved_latency(self._session(self.dense_model), self._session(model), self.feeds, self.runs)
+        ratio = timing["ratio"]
+        return {"target": target, "allocation_ratio": self.measured.get(tuple(sorted(counts.items()))),
+                "final_ratio": ratio, "met": ratio is not None and ratio <= target, "runs": self.runs,
+                "p50_dense_ms": timing.get("p50_before_ms"), "p50_pruned_ms": timing.get("p50_after_ms")}
 
 
 def _exclude_pattern(pattern: str | None):
@@ -366,42 +419,6 @@ def _exclude_pattern(pattern: str | None):
         return re.compile(pattern)
     except re.error as exc:
         raise BadArgumentError(f"--exclude '{pattern}' is not a regular expression ({exc})") from None
-
-
-def _sensitivity_counts(reference, calibration, analysis, target_macs, criterion, metric, labels, batch_size,
-                        max_samples, input_shapes, jobs, device, progress, reduction, normalize, loss,
-                        fallback_criterion, prune_norm_spaces, image_options, round_to, min_keep, max_ratio,
-                        ratios, folds=1, ray=None, head_mode="heads") -> tuple[dict, dict, dict]:
-    from .sensitivity import DEFAULT_RATIOS, sensitivity
-    from .sensitivity_alloc import allocate_from_sensitivity
-
-    sens = sensitivity(reference, calibration, criterion=criterion, ratios=ratios or DEFAULT_RATIOS, metric=metric,
-                       labels=labels, batch_size=batch_size, max_samples=max_samples, input_shapes=input_shapes,
-                       jobs=jobs, device="cpu" if device == "auto" else device, progress=progress,
-                       reduction=reduction, normalize=normalize, loss=loss, fallback_criterion=fallback_criterion,
-                       prune_norm_spaces=prune_norm_spaces, image_options=image_options, folds=folds, ray=ray,
-                       head_mode=head_mode)
-    details: dict = {}
-    counts = allocate_from_sensitivity(sens, target_macs, analysis=analysis, input_shapes=input_shapes,
-                                       round_to=round_to, min_keep=min_keep, max_ratio=max_ratio, details=details)
-    how = {"strategy": "sensitivity+target-macs", "target_macs": target_macs,
-           "sensitivity_ratios": [p["ratio"] for p in sens["groups"][0]["points"]] if sens["groups"] else [],
-           "predicted_drop": details.get("predicted_drop")}
-    if folds > 1:
-        how["sensitivity_folds"] = folds
-    return counts, how, sensitivity_curves(sens, metric)
-
-
-def sensitivity_curves(sens: dict, metric: str) -> dict:
-    """The sweep as report["sensitivity"]: one series of (ratio, metric) per group, for the
-    HTML page's line chart."""
-    points = []
-    for g in sens["groups"]:
-        label = f"{g['id']}: {g['name']}"
-        points.append({"x": 0.0, "y": sens["dense"]["value"], "label": label})
-        points += [{"x": p["ratio"], "y": p["value"], "label": label} for p in g["points"] if p["ratio"] > 0]
-    return {"title": "Sensitivity: each group pruned alone", "x_label": "fraction of the group's channels removed",
-            "y_label": f"{metric} vs the dense model", "points": points}
 
 
 def apply(model: ModelSource, plan: Plan | str | dict, *, input_shapes: dict | None = None,

@@ -217,12 +217,18 @@ def _summary(result, output) -> list[str]:
 @click.option("--search-candidates", type=int, default=24, show_default=True,
               help="Pruned models --allocation search evaluates.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --allocation search.")
+@click.option("--search-repair/--no-search-repair", default=None,
+              help="Repair every --allocation search candidate before measuring it, as the result is repaired "
+                   "(default: with --recover).")
+@click.option("--budget-probes", type=int, default=6, show_default=True,
+              help="Bisection steps of a --max-drop budget over the MACs target (resolution 2^-N).")
 @click.option("--sensitivity-ratios", metavar="R1,R2,...", help="Ratios each group is measured at for "
               "--allocation sensitivity (default 0.1,0.2,0.3,0.5,0.7).")
 @click.option("--jobs", type=int, default=1, show_default=True,
-              help="Worker processes for the sensitivity sweep (0: one per core).")
+              help="Worker processes for the candidates of --allocation sensitivity or search (0: one per core).")
 @click.option("--ray", "ray_address", metavar="auto|ADDRESS",
-              help="Run the sensitivity sweep's candidates on a Ray cluster (pip install 'onnxprune[ray]').")
+              help="Run the candidates of --allocation sensitivity or search on a Ray cluster "
+                   "(pip install 'onnxprune[ray]').")
 @click.option("--folds", type=int, default=1, show_default=True,
               help="Cross-validate the sensitivity sweep over K folds of the calibration data (1: off).")
 @click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
@@ -249,7 +255,9 @@ def _summary(result, output) -> list[str]:
 @click.option("--labels", help="Array in the validation data holding class labels.")
 @click.option("--metric", type=click.Choice(METRIC_CHOICES), default="agreement", show_default=True,
               help="What --max-drop is measured on.")
-@click.option("--max-drop", type=float, help="Refuse to write a model whose metric drops by more than this.")
+@click.option("--max-drop", type=float, help="With a ratio or target: refuse to write a model whose metric drops by "
+              "more than this. Alone: a budget, the smallest model (MACs target bisected, each probe repaired and "
+              "measured on --val) whose drop stays within it.")
 @click.option("--force", is_flag=True, help="Write the model even when it misses --max-drop.")
 @click.option("--calib", "calib_data", metavar="DATA",
               help="Calibration data for the data-aware criteria (.npz, a folder of .npz/.npy, images:DIR, "
@@ -281,7 +289,7 @@ def _summary(result, output) -> list[str]:
 @finetune_options
 @image_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success (and no progress).")
-def prune(model, output, ratio, criterion, global_ranking, target_macs, target_params, target_latency, exclude, allocation, search_candidates, seed, sensitivity_ratios, jobs, ray_address, folds, round_to, min_keep, max_ratio, reduction,
+def prune(model, output, ratio, criterion, global_ranking, target_macs, target_params, target_latency, exclude, allocation, search_candidates, seed, search_repair, budget_probes, sensitivity_ratios, jobs, ray_address, folds, round_to, min_keep, max_ratio, reduction,
           normalize, input_shape, prune_norm_spaces, attention, report_path, plan_out, html_path, as_json, no_verify, val_data,
           labels, metric, max_drop, force, calib_data, batch_size, max_samples, loss, fallback_criterion, device,
           recover, repair_steps, ridge, token_mask, image_size, mean, std, layout, channel_order, quiet, do_finetune, **ft):
@@ -305,7 +313,8 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, target_p
                        recover_options=_recover_options(repair_steps, ridge, token_mask), allocation=allocation,
                        sensitivity_ratios=_ratios(sensitivity_ratios), jobs=jobs, target_params=target_params,
                        exclude=exclude, target_latency=target_latency, search_candidates=search_candidates,
-                       seed=seed, finetune=finetune, folds=folds, ray=ray_address, head_mode=_head_mode(attention))
+                       seed=seed, finetune=finetune, folds=folds, ray=ray_address, search_repair=search_repair,
+                       budget_probes=budget_probes, head_mode=_head_mode(attention))
     _write_outputs(result, output, report_path, plan_out, html_path)
     if as_json:
         click.echo(json.dumps(result.report, indent=1))
@@ -317,9 +326,27 @@ def prune(model, output, ratio, criterion, global_ranking, target_macs, target_p
             from .cli_finetune import summary_line
 
             lines.insert(-1, summary_line(result.report["finetune"]))
+        if "budget" in result.report:
+            lines.insert(-1, _budget_line(result.report["budget"]))
+        if "latency_target" in result.report:
+            lines.insert(-1, _latency_target_line(result.report["latency_target"]))
         if "validation" in result.report:
             lines[-1:-1] = _validation_lines(result.report["validation"])
         click.echo("\n".join(lines))
+
+
+def _budget_line(b: dict) -> str:
+    passed = [p for p in b["probes"] if p["passed"]]
+    return (f"budget  smallest of {len(b['probes'])} probes within --max-drop {b['max_drop']:g} ({b['metric']} on the "
+            f"{b['data']} data{', repaired' if b['repaired'] else ''}): {b['target_macs']:.3f} of the MACs, drop "
+            f"{min(passed, key=lambda p: p['target_macs'])['drop']:.4f}")
+
+
+def _latency_target_line(t: dict) -> str:
+    if t["final_ratio"] is None:
+        return "latency target: the written model could not be timed"
+    return (f"latency {t['final_ratio']:.3f}x of the dense model, timed again on the written model "
+            f"(target {t['target']:g}: {'met' if t['met'] else 'MISSED'})")
 
 
 def _recovery_line(rec: dict) -> str:

@@ -10,7 +10,10 @@ picklable. ``threads`` is how many threads one task should use (None: no limit).
 - :class:`Serial`: in this process; ``local`` (an already-built state) spares the setup.
 - :class:`Processes`: ``jobs`` worker processes (``forkserver``, ``spawn`` where it is
   missing: a script using it must guard its entry point with
-  ``if __name__ == "__main__":``), each task using ``cpu_count // jobs`` threads.
+  ``if __name__ == "__main__":``), each task using ``cpu_count // jobs`` threads. Inside
+  ``with``, the workers (and the state they built) outlive a map: a later map with the
+  same ``setup`` and the same ``setup_args`` object reuses them (a search measures one
+  generation per map).
 - :class:`Ray`: tasks of one CPU (one thread) each on a Ray cluster (``pip install
   'onnxprune[ray]'``; every node needs onnxprune installed, the same version). The setup
   arguments are put in the object store once; a worker builds the state on its first
@@ -74,31 +77,55 @@ class Serial(Backend):
 class Processes(Backend):
     def __init__(self, jobs: int):
         self.workers = jobs
+        self._keep = False  # inside `with`: pools outlive a map
+        self._pool = self._key = None
 
     def describe(self) -> str:
         return f"{self.workers} processes"
 
+    def __enter__(self):
+        self._keep = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._keep = False
+        self._close()
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._key = None
+
     def map(self, fn, tasks, setup, setup_args=(), *, local=None, on_result=None) -> list:
         tasks = list(tasks)
         jobs = min(self.workers, len(tasks))
-        if jobs <= 1:
+        if jobs <= 1 and not (self._keep and self._key == (setup, id(setup_args))):
             return Serial().map(fn, tasks, setup, setup_args, local=local, on_result=on_result)
         import multiprocessing as mp
 
-        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        key = (setup, id(setup_args))
+        if self._pool is None or self._key != key:
+            self._close()
+            jobs = self.workers if self._keep else jobs
+            ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            self._pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_pool_init,
+                                             initargs=(setup, (threads, *setup_args)))
+            self._key = key
+        pool = self._pool
         out: list = [None] * len(tasks)
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_pool_init,
-                                 initargs=(setup, (threads, *setup_args))) as pool:
+        try:
             futures = {pool.submit(_pool_call, fn, task): i for i, task in enumerate(tasks)}
-            try:
-                for f in as_completed(futures):
-                    out[futures[f]] = f.result()
-                    if on_result is not None:
-                        on_result()
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+            for f in as_completed(futures):
+                out[futures[f]] = f.result()
+                if on_result is not None:
+                    on_result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._key = None
+            raise
+        if not self._keep:
+            self._close()
         return out
 
 
