@@ -11,6 +11,7 @@ import pytest
 import onnxprune
 from onnxprune.errors import BadArgumentError
 from onnxprune.report import REPORT_SCHEMA
+from onnxprune.search import search_allocation
 
 from .conftest import MODELS
 
@@ -76,49 +77,21 @@ def test_search_reads_the_model_once_and_analyzes_it_once(monkeypatch):
 
 
 def test_search_generation_keeps_the_best_and_is_never_worse_than_uniform():
-    from types import SimpleNamespace
-
-    from onnxprune.search import search_allocation
-
-    groups = [SimpleNamespace(id=i, size=8, grain=1, roots=[i]) for i in range(3)]
-
-    class Cost:
-        macs_known = True
-
-        def macs(self, count_of):
-            return float(sum(count_of(i) for i in range(3)))
-
-    def factory(counts):
-        return lambda root: counts.get(root, 8)
-
+    groups, cost, factory = _three_groups()
     batches = []
 
     def evaluate(many):
         batches.append(len(many))
         return [float(c[0]) - 0.1 * c[2] for c in many]  # prefers cutting group 0, keeping group 2
 
-    counts, how = search_allocation(groups, Cost(), factory, 0.5, evaluate, candidates=9, seed=3)
+    counts, how = search_allocation(groups, cost, factory, 0.5, evaluate, candidates=9, seed=3)
     assert batches == [1, 4, 4]  # the uniform start, then two generations measured as batches
     assert how["best_drop"] <= how["uniform_drop"] and sum(counts.values()) <= 12
     assert sum(h["accepted"] for h in how["history"]) >= 1
 
 
 def test_search_starts_from_the_given_allocations_and_breaks_metric_ties_by_output_error():
-    from types import SimpleNamespace
-
-    from onnxprune.search import search_allocation
-
-    groups = [SimpleNamespace(id=i, size=8, grain=1, roots=[i]) for i in range(3)]
-
-    class Cost:
-        macs_known = True
-
-        def macs(self, count_of):
-            return float(sum(count_of(i) for i in range(3)))
-
-    def factory(counts):
-        return lambda root: counts.get(root, 8)
-
+    groups, cost, factory = _three_groups()
     batches = []
 
     def evaluate(many):
@@ -126,6 +99,22 @@ def test_search_starts_from_the_given_allocations_and_breaks_metric_ties_by_outp
         return [(0.5, float(c[2])) for c in many]  # the metric ties everywhere; the error prefers cutting group 2
 
     start = {0: 8, 1: 8, 2: 1}
-    counts, how = search_allocation(groups, Cost(), factory, 0.75, evaluate, candidates=2, seed=0, starts=[start])
+    counts, how = search_allocation(groups, cost, factory, 0.75, evaluate, candidates=2, seed=0, starts=[start])
     assert len(batches) == 1 and len(batches[0]) == 2  # the uniform and the given start, measured together
     assert counts[2] < counts[0] and how["history"][1]["accepted"] and not how["history"][0]["accepted"]
+
+
+def _three_groups():
+    """Three groups of 8 channels whose MACs are the kept counts summed (a toy cost model)."""
+    from types import SimpleNamespace
+
+    class Cost:
+        macs_known = True
+
+        def macs(self, count_of):
+            return float(sum(count_of(i) for i in range(3)))
+
+    def factory(counts):
+        return lambda root: counts.get(root, 8)
+
+    return [SimpleNamespace(id=i, size=8, grain=1, roots=[i]) for i in range(3)], Cost(), factory
