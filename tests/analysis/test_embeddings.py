@@ -95,3 +95,44 @@ def test_without_the_option_embeddings_and_rms_norm_block_with_reasons():
     fused = analyze(with_head(onnx.load(str(T / "bert_tiny_fused.onnx"))))
     reasons = [r for g in _hidden(fused) for r in g.blocked]
     assert any("embedding tables" in r and "--prune-norm-spaces" in r for r in reasons), reasons
+
+
+def _sliced_position_table_model() -> onnx.ModelProto:
+    """Word embeddings + a position table sliced to the sequence length (Slice on axis 0,
+    ends read from the input's shape), LayerNorm, then a projection to 8 outputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+            for n, s in (("word", (50, 16)), ("pos", (32, 16)), ("gamma", (16,)), ("beta", (16,)), ("proj", (16, 8)))]
+    init += [numpy_helper.from_array(np.array(v, np.int64), n)
+             for n, v in (("zero", [0]), ("axis0", [0]), ("one", 1))]
+    nodes = [
+        helper.make_node("Gather", ["word", "ids"], ["tok"], name="word_embeddings"),
+        helper.make_node("Shape", ["ids"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "one"], ["seq"], name="seq_len", axis=0),
+        helper.make_node("Unsqueeze", ["seq", "axis0"], ["end"], name="end"),
+        helper.make_node("Slice", ["pos", "zero", "end", "axis0"], ["positions"], name="position_embeddings"),
+        helper.make_node("Add", ["tok", "positions"], ["emb"], name="add_positions"),
+        helper.make_node("LayerNormalization", ["emb", "gamma", "beta"], ["norm"], name="ln", axis=-1),
+        helper.make_node("MatMul", ["norm", "proj"], ["out"], name="head"),
+    ]
+    graph = helper.make_graph(nodes, "sliced_positions",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", 8])], init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_position_table_sliced_to_the_sequence_joins_the_hidden_size():
+    model = _sliced_position_table_model()
+    onnx.checker.check_model(model, full_check=True)
+    analysis = analyze(model, NORM)
+    [group] = [g for g in analysis.groups if g.size == 16]
+    assert group.prunable, group.blocked
+    assert {m.node for m in group.members if m.role == OUT} >= {"word_embeddings", "position_embeddings"}
+    feeds = {"ids": np.random.default_rng(1).integers(0, 50, (2, 7)).astype(np.int64)}
+    pruned, _ = check_norm_group(analysis, group, feeds)
+    tables = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert tables["pos"][1] < 16 and tables["pos"][1] == tables["word"][1]
+    assert session(pruned).run(None, {"ids": feeds["ids"][:, :5]})[0].shape == (2, 5, 8)  # sequence still dynamic
+    assert not any(g.size == 16 and g.prunable for g in analyze(model).groups)  # only with the option

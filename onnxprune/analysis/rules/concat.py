@@ -161,15 +161,28 @@ def _slice_params(node, ctx):
     return tuple(vals)
 
 
+def _slice_axes(node, ctx):
+    """The axes a Slice cuts (ints), known when they are constant even if its bounds are
+    computed at run time (a position table cut to the sequence length), else None."""
+    if ctx.opset < 10:
+        axes, starts = attr(node, "axes", None), attr(node, "starts", None)
+        return list(axes) if axes is not None else None if starts is None else list(range(len(starts)))
+    if len(node.input) > 3 and node.input[3]:
+        v = ctx.value(node.input[3])
+        return None if v is None else [int(e) for e in v.reshape(-1)]
+    n = ctx.dim(node.input[1], 0)
+    return list(range(n)) if isinstance(n, int) else None
+
+
 @register("Slice")
 def slice_(node: onnx.NodeProto, ctx) -> None:
     x, y = node.input[0], node.output[0]
     tracked = ctx.tracked(x)
     r = ctx.rank(x)
     if not tracked:
-        params = None if r is None else _slice_params(node, ctx)
-        if params is not None and params[0] is not None:  # a position-embedding table (prune_norm_spaces)
-            slice_table(node, ctx, list(range(len(params[0]))) if params[2] is None else params[2])
+        axes = None if r is None else _slice_axes(node, ctx)
+        if axes is not None:  # a position-embedding table (prune_norm_spaces); its bounds may be run-time
+            slice_table(node, ctx, axes)
         return
     params = None if r is None else _slice_params(node, ctx)
     if params is None or params[0] is None:
