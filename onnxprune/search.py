@@ -54,8 +54,9 @@ def search_allocation(groups, cost_model, count_of_factory, target_macs: float, 
     """{group id: kept count} and a description; ``evaluate([counts, ...]) -> [drop, ...]``
     (lower is better; or (drop, tie-break) pairs, compared in that order) measures a batch of
     candidates. ``starts``: allocations ({group id: count}, e.g. the global ranking's at
-    the same budget) measured beside the uniform start in the first generation, as the
-    pressures that reproduce them.
+    the same budget) measured beside the uniform start in the first generation as given
+    (when they meet the budget; else as the pressures that reproduce them), and perturbed
+    later through those pressures.
     ``finish(counts) -> counts``, when given, spends what rounding left of the budget
     (:func:`~onnxprune.allocate.give_back`) so every candidate uses all of it."""
     if candidates < 1:
@@ -99,8 +100,12 @@ def search_allocation(groups, cost_model, count_of_factory, target_macs: float, 
     while done < candidates:
         drawn = []  # every candidate of a generation perturbs the same best pressures
         if best_p is None:  # the first generation: the uniform start and the given ones
-            for p in [np.ones(len(groups))] + [_pressures(c, sizes, ids) for c in starts][:candidates - 1]:
-                drawn.append((done, p, uniform if done == 0 else meet_budget(p)))
+            given = [None] + list(starts)[:candidates - 1]
+            for c in given:
+                p = np.ones(len(groups)) if c is None else _pressures(c, sizes, ids)
+                exact = c is not None and fraction({gid: c.get(gid, size) for gid, size in zip(ids, sizes)}) <= target_macs
+                drawn.append((done, p, uniform if c is None else
+                              {gid: int(c.get(gid, size)) for gid, size in zip(ids, sizes)} if exact else meet_budget(p)))
                 done += 1
         else:
             for _ in range(min(GENERATION, candidates - done)):

@@ -81,16 +81,38 @@ class Strategy:
         def finish(counts):
             return give_back(self.groups, self.scores, counts, opts, self.fraction, target)
 
-        start = allocate(self.groups, self.scores, replace(opts, ratio=None, global_ranking=True, target_params=None,
-                                                           target_latency=None), self.cost, self.count_of_factory)[0]
+        at_target = replace(opts, ratio=None, target_params=None, target_latency=None)
+        start = allocate(self.groups, self.scores, replace(at_target, global_ranking=True), self.cost,
+                         self.count_of_factory)[0]
         counts, how = search_allocation(self.groups, self.cost, self.count_of_factory, target, pool.measure,
                                         candidates=c["search_candidates"], seed=c["seed"], round_to=opts.round_to,
                                         min_keep=opts.min_keep, max_ratio=opts.max_ratio, finish=finish,
-                                        starts=[start])
+                                        starts=[start] + self._kind_starts(replace(at_target, global_ranking=False)))
         self.search_history = how.pop("history")
         how.update(search_repaired=pool.repaired, search_workers=pool.describe(),
                    search_data="validation" if c["val_data"] is not None else "calibration")
         return counts, how
+
+    def _kind_starts(self, opts) -> list[dict]:
+        """One start per kind of group (``depthwise-coupled``, ``conv+residual``,
+        ``attention-heads``, …) that can meet the target alone: only that kind's groups cut,
+        uniformly. Kinds are structural classes whose damage differs systematically (a
+        residual stream's channels feed every block after it), and a search that perturbs
+        pressures of every group rarely drives a whole class to zero on its own."""
+        from .errors import BadArgumentError
+
+        kinds = sorted({g.kind for g in self.groups})
+        if len(kinds) < 2:
+            return []
+        out = []
+        for kind in kinds:
+            members = [g for g in self.groups if g.kind == kind]
+            try:
+                counts, _ = allocate(members, self.scores, opts, self.cost, self.count_of_factory)
+            except BadArgumentError:  # this kind alone cannot reach the target
+                continue
+            out.append({**{g.id: g.size for g in self.groups}, **counts})
+        return out
 
     def _sensitivity(self, target: float):
         from .sensitivity import DEFAULT_RATIOS, sensitivity

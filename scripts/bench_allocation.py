@@ -123,7 +123,8 @@ def main(argv=None) -> int:
     if args.write_docs:
         from benchdocs import write_section
 
-        write_section("bench_allocation", render(args, rows, total, argv))
+        write_section("bench_allocation" + ("" if args.criterion == "activation" else f"_{args.criterion}"),
+                      render(args, rows, total, argv))
     return 0
 
 

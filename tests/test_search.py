@@ -118,3 +118,53 @@ def _three_groups():
         return lambda root: counts.get(root, 8)
 
     return [SimpleNamespace(id=i, size=8, grain=1, roots=[i]) for i in range(3)], Cost(), factory
+
+
+def test_given_starts_that_meet_the_budget_are_measured_exactly():
+    from types import SimpleNamespace
+
+    class Cost:
+        macs_known = True
+
+        def macs(self, count_of):
+            return float(sum(count_of(i) for i in range(3)))
+
+    groups = [SimpleNamespace(id=i, size=200, grain=1, roots=[i]) for i in range(3)]
+    seen = []
+
+    def evaluate(many):
+        seen.extend(dict(c) for c in many)
+        return [float(sum(c.values())) for c in many]
+
+    # only group 2 cut: as pressures (floored at 0.02) the others would lose a few channels too
+    start = {0: 200, 1: 200, 2: 100}
+    search_allocation(groups, Cost(), lambda counts: lambda root: counts.get(root, 200), 500 / 600, evaluate,
+                      candidates=2, seed=0, starts=[start])
+    assert seen[1] == start
+
+
+def test_search_starts_include_one_per_group_kind_that_meets_the_target_alone():
+    from dataclasses import replace
+
+    from onnxprune.allocate import AllocationOptions
+    from onnxprune.api import _analysis
+    from onnxprune.cost import CostModel, counter
+    from onnxprune.importance import score_groups
+    from onnxprune.model import load_model
+    from onnxprune.strategy import Strategy
+
+    a = _analysis(load_model(str(MODELS / "mobilenetv2.onnx")), in_place=True)
+    groups = a.prunable
+    assert len({g.kind for g in groups}) >= 2
+
+    def factory(counts):
+        return counter(a, {r: counts[g.id] for g in groups if g.id in counts for r in g.roots})
+
+    opts = AllocationOptions(None, False, 0.7, 1, 1, 0.9)
+    strategy = Strategy("search", a, groups, score_groups(a, "l2"), opts, CostModel(a), factory, {})
+    starts = strategy._kind_starts(replace(opts, global_ranking=False))
+    assert starts
+    for start in starts:
+        cut = {g.kind for g in groups if start[g.id] < g.size}
+        assert len(cut) == 1  # one kind alone
+        assert strategy.fraction(start) <= 0.7
