@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-samples", type=int, default=16)
     ap.add_argument("--val-samples", type=int, default=64)
     ap.add_argument("--eval-samples", type=int, default=200)
-    ap.add_argument("--candidates", type=int, default=4, help="search candidates (uniform and global starts + 2)")
+    ap.add_argument("--candidates", type=int, default=4, help="search candidates (uniform, global and one-kind starts first)")
     ap.add_argument("--ratios", default="0.3,0.6", help="sensitivity sweep ratios")
     ap.add_argument("--probes", type=int, default=5, help="bisection steps of the --max-drop budget")
     ap.add_argument("--jobs", type=int, default=2)
@@ -143,7 +143,9 @@ def render(args, rows, total, argv) -> str:
              f"the MACs target in {args.probes} probes (resolution 1/{2 ** args.probes}), each pruned, repaired and "
              f"measured on {args.val_samples} crops of {len(VAL_PHOTOS)} validation photos ({', '.join(VAL_PHOTOS)}). "
              f"Search: {args.candidates} "
-             f"candidates (the uniform and global starts, then one generation), each repaired before it is measured "
+             f"candidates (the first generation: the uniform, the global and, per group kind that can meet the "
+             f"budget alone, a uniform cut of only that kind; then perturbations of the best), each repaired before "
+             f"it is measured "
              f"on the same validation crops, "
              f"{args.jobs} worker processes. Sensitivity sweep at ratios {args.ratios}. Cells: MACs kept (counted on "
              f"the written model) / top-1 agreement with the dense model / mean KL(dense ‖ pruned) on "
