@@ -120,7 +120,8 @@ def prune(model: ModelSource, *, ratio: float | None = None, criterion: str = "l
     ``search`` (:func:`onnxprune.search.search_allocation`: ``search_candidates`` pruned
     models evaluated on the validation data (the calibration data without it) by a
     ``seed``-ed evolution strategy over per-group ratios, started from the uniform and the
-    global allocations, the best under the MACs target kept; each candidate repaired like the
+    global allocations and one cut of each group kind alone (see
+    :meth:`onnxprune.strategy.Strategy._kind_starts`), the best under the MACs target kept; each candidate repaired like the
     result when ``search_repair``, which defaults to ``recover``; a generation's candidates
     run in ``jobs`` worker processes or on the ``ray`` cluster) or ``sensitivity``: every
     group is pruned alone at ``sensitivity_ratios`` and measured on the calibration data
