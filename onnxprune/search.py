@@ -1,16 +1,19 @@
 """Searched allocation: per-group ratios that keep the calibration metric best under a
 MACs budget, found by a seeded (1+λ) evolution strategy over candidate models.
 
-A candidate is a *pressure* per group, p_g in (0, 1]; its ratios are r_g = min(m·p_g,
-max_ratio) with the multiplier m bisected so the candidate just meets the budget, so every
-candidate spends the same MACs and only where it spends them differs. The first generation
-is the uniform allocation (all pressures 1) and the ``starts`` given (``prune`` gives the
-global ranking's allocation); each later generation draws
+A candidate is a *pressure* per group, p_g in {0} ∪ [0.02, 1]; its ratios are r_g =
+min(m·p_g, max_ratio) with the multiplier m bisected so the candidate just meets the budget,
+so every candidate spends the same MACs and only where it spends them differs. The first
+generation is the uniform allocation (all pressures 1) and the ``starts`` given (``prune``
+gives the global ranking's allocation and one cut of each group kind alone); each later
+generation draws
 :data:`GENERATION` log-normal perturbations of the best pressures (σ halves when a
 generation brings no improvement), measures them together — a batch that
 :class:`~onnxprune.candidates.Candidates` may spread over worker processes — and keeps
 the candidate whose metric drop is smallest (ties: the smaller output error, then the
-first). Each candidate is a real pruned model (repaired when ``prune`` repairs) run in ONNX
+first). A group at pressure 0 (kept whole by the start it descends from) stays whole: a
+multiplicative perturbation cannot move it, so the search refines around "leave this kind
+alone" instead of cutting a channel or two of every residual stream. Each candidate is a real pruned model (repaired when ``prune`` repairs) run in ONNX
 Runtime; the same seed gives the same result, serial or parallel.
 """
 
@@ -27,7 +30,8 @@ def _pressures(counts: dict, sizes, ids) -> np.ndarray:
     ratios = np.array([1.0 - counts.get(gid, size) / size for gid, size in zip(ids, sizes)])
     if ratios.max() <= 0:
         return np.ones(len(ids))
-    return np.clip(ratios / ratios.max(), MIN_PRESSURE, 1.0)
+    q = ratios / ratios.max()
+    return np.where(q > 0, np.clip(q, MIN_PRESSURE, 1.0), 0.0)  # a group kept whole stays whole
 
 
 def _key(value) -> tuple:
@@ -109,7 +113,8 @@ def search_allocation(groups, cost_model, count_of_factory, target_macs: float, 
                 done += 1
         else:
             for _ in range(min(GENERATION, candidates - done)):
-                p = np.clip(best_p * np.exp(sigma * rng.standard_normal(len(groups))), MIN_PRESSURE, 1.0)
+                p = best_p * np.exp(sigma * rng.standard_normal(len(groups)))
+                p = np.where(best_p > 0, np.clip(p, MIN_PRESSURE, 1.0), 0.0)  # whole groups of a start stay whole
                 drawn.append((done, p / p.max(), meet_budget(p / p.max())))
                 done += 1
         feasible = [d for d in drawn if d[2] is not None]
