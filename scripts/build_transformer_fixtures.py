@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 100
 
 
-def Wrap(m):
+def Wrap(m, **extra):
+    """``m`` called with an in-graph all-ones attention mask and ``extra`` keyword arguments
+    (``use_cache=False`` for decoders; encoders like DistilBERT take no ``use_cache``)."""
     import torch
     from torch import nn
 
@@ -51,7 +53,7 @@ def Wrap(m):
             # an all-ones mask built in the graph: without one, recent transformers look for
             # packed sequences with torch.diff, which the TorchScript exporter cannot export
             mask = torch.ones_like(input_ids)
-            return self.m(input_ids=input_ids, attention_mask=mask, return_dict=False, use_cache=False)[0]
+            return self.m(input_ids=input_ids, attention_mask=mask, return_dict=False, **extra)[0]
 
     return _Wrap(m)
 
@@ -66,14 +68,14 @@ def bert():
 
     cfg = _eager(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=64, max_position_embeddings=64))
-    return Wrap(BertModel(cfg, add_pooling_layer=False))
+    return Wrap(BertModel(cfg, add_pooling_layer=False), use_cache=False)
 
 
 def gpt2():
     from transformers import GPT2Config, GPT2Model
 
     cfg = _eager(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, n_inner=64))
-    return Wrap(GPT2Model(cfg))
+    return Wrap(GPT2Model(cfg), use_cache=False)
 
 
 def llama():
@@ -82,7 +84,7 @@ def llama():
     cfg = _eager(LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                              num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
                              head_dim=8))
-    return Wrap(LlamaModel(cfg))
+    return Wrap(LlamaModel(cfg), use_cache=False)
 
 
 def distilbert():
@@ -90,24 +92,7 @@ def distilbert():
 
     cfg = _eager(DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
                                   max_position_embeddings=64))
-    return WrapNoCache(DistilBertModel(cfg))
-
-
-def WrapNoCache(m):
-    """Like :func:`Wrap` for encoders whose forward takes no ``use_cache``."""
-    import torch
-    from torch import nn
-
-    class _Wrap(nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids):
-            mask = torch.ones_like(input_ids)
-            return self.m(input_ids=input_ids, attention_mask=mask, return_dict=False)[0]
-
-    return _Wrap(m)
+    return Wrap(DistilBertModel(cfg))
 
 
 def vit():
