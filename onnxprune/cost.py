@@ -82,29 +82,29 @@ def _fused_attention_macs(node, dims) -> int | None:
     def inp(i):
         return node.input[i] if len(node.input) > i and node.input[i] else ""
 
+    def past_length(slot: int, axis: int) -> int | None:  # 0 without a past state, None when unknown
+        if not inp(slot):
+            return 0
+        p = dims(inp(slot))
+        return None if p is None else p[axis]
+
     if node.op_type == "Attention":
         x, w = dims(inp(0)), dims(inp(1))
         if x is None or w is None or len(x) != 3:
             return None
         sizes = _attr(node, "qkv_hidden_sizes", None) or [w[1] // 3] * 3
-        past = 0
-        if inp(4):
-            p = dims(inp(4))
-            if p is None:
-                return None
-            past = p[3]
+        past = past_length(4, 3)
+        if past is None:
+            return None
         return x[0] * x[1] * x[2] * w[1] + x[0] * x[1] * (x[1] + past) * (sizes[0] + sizes[2])
     q, k, v = dims(inp(0)), dims(inp(1)) if inp(1) else None, dims(inp(2)) if inp(2) else None
     if not (inp(1) and inp(2)) or any(s is not None and len(s) != 3 for s in (q, k, v)):
         return 0
     if q is None or k is None or v is None:
         return None
-    past = 0
-    if inp(6):
-        p = dims(inp(6))
-        if p is None:
-            return None
-        past = p[2]
+    past = past_length(6, 2)
+    if past is None:
+        return None
     return q[0] * q[1] * (k[1] + past) * (q[2] + v[2])
 
 
