@@ -27,6 +27,7 @@ from benchtime import timed  # noqa: E402
 
 from onnxprune.calibration.autodiff.graph import Builder  # noqa: E402
 from onnxprune.calibration.autodiff.rules import conv_weight  # noqa: E402
+from onnxprune.finetune.trainable import as_inputs  # noqa: E402
 
 F32 = onnx.TensorProto.FLOAT
 
@@ -144,12 +145,7 @@ def _params_as_inputs(model: onnx.ModelProto, names: list[str]):
     """(copy of the model whose ``names`` initializers are graph inputs, their values)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    values = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer if t.name in names}
-    keep = [t for t in m.graph.initializer if t.name not in values]
-    del m.graph.initializer[:]
-    m.graph.initializer.extend(keep)
-    m.graph.input.extend(helper.make_tensor_value_info(k, F32, v.shape) for k, v in values.items())
-    return m, values
+    return m, as_inputs(m, names)
 
 
 def step(batch: int, repeats: int, threads: int) -> None:

@@ -141,14 +141,15 @@ def _size(t: onnx.TensorProto) -> int:
 
 
 def as_inputs(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
-    """Turn the ``names`` initializers into graph inputs (in place); returns their values
-    (float32 copies)."""
+    """Turn the ``names`` initializers into graph inputs of their own element type (in
+    place); returns copies of their values (float32 for the trainable weights, which
+    :func:`trainable_names` picks among float32 initializers only)."""
     g = model.graph
     wanted = set(names)
-    values, keep = {}, []
+    values, types, keep = {}, {}, []
     for t in g.initializer:
         if t.name in wanted:
-            values[t.name] = np.array(numpy_helper.to_array(t), dtype=np.float32)
+            values[t.name], types[t.name] = np.array(numpy_helper.to_array(t)), t.data_type
         else:
             keep.append(t)
     del g.initializer[:]
@@ -156,7 +157,7 @@ def as_inputs(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]
     declared = {i.name for i in g.input}
     for name in names:
         if name not in declared:
-            g.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(values[name].shape)))
+            g.input.append(helper.make_tensor_value_info(name, types[name], list(values[name].shape)))
     return {n: values[n] for n in names}
 
 

@@ -17,6 +17,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxprune.calibration.autodiff import build_backward, fdcheck
 from onnxprune.calibration.autodiff.rules import conv_weight
+from onnxprune.finetune.trainable import as_inputs
 from onnxprune.runtime import random_inputs
 
 from ..conftest import MODELS
@@ -360,12 +361,7 @@ def _twin(model: onnx.ModelProto, params: list[str]):
     """A float64 copy with the parameters as graph inputs, and their float64 values."""
     t = copy.deepcopy(model)
     _double_graph(t.graph)
-    values = {i.name: numpy_helper.to_array(i) for i in t.graph.initializer if i.name in params}
-    keep = [i for i in t.graph.initializer if i.name not in values]
-    del t.graph.initializer[:]
-    t.graph.initializer.extend(keep)
-    t.graph.input.extend(helper.make_tensor_value_info(n, F64, v.shape) for n, v in values.items())
-    return t, values
+    return t, as_inputs(t, params)
 
 
 @pytest.mark.parametrize("name,runner", [
@@ -424,11 +420,7 @@ def test_fixture_parameters_fed_as_graph_inputs_give_the_same_gradients(name):
     params = parameters(model)
     _, want = fdcheck.gradients(model, params, feeds, proj, optimize=True)
     fed = copy.deepcopy(model)
-    values = {t.name: numpy_helper.to_array(t) for t in fed.graph.initializer if t.name in params}
-    keep = [t for t in fed.graph.initializer if t.name not in values]
-    del fed.graph.initializer[:]
-    fed.graph.initializer.extend(keep)
-    fed.graph.input.extend(helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, v.shape) for k, v in values.items())
+    values = as_inputs(fed, params)
     res, got = fdcheck.gradients(fed, params, {**feeds, **values}, proj, optimize=True)
     assert not res.unavailable and set(got) == set(params)
     onnx.checker.check_model(res.model, full_check=True)
