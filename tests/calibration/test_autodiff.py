@@ -81,11 +81,9 @@ def build(nodes, inputs: dict, inits: dict, outputs, opset: int, dtype):
     return model, feeds
 
 
-def check(nodes, inputs: dict, inits: dict | None = None, wrt=None, outputs=None, opset: int = 17,
-          dtype="auto", tol: float | None = None):
-    """Compare ORT gradients with finite differences; returns (dtype used, GradModel)."""
-    outputs = outputs or [nodes[-1].output[0]]
-    wrt = list(inputs) if wrt is None else wrt
+def gradients_in(nodes, inputs: dict, inits: dict | None, wrt, outputs, opset: int, dtype):
+    """(dtype used, model, feeds, projections, GradModel, gradients) of the graph built from
+    ``nodes``: float64 first when ``dtype`` is "auto", float32 where ORT lacks a double kernel."""
     tries = [np.float64, np.float32] if dtype == "auto" else [dtype]
     for dt in tries:
         model, feeds = build(nodes, inputs, inits, outputs, opset, None if dtype is None else dt)
@@ -99,20 +97,35 @@ def check(nodes, inputs: dict, inits: dict | None = None, wrt=None, outputs=None
         break
     assert not result.unavailable, result.unavailable
     onnx.checker.check_model(result.model, full_check=True)
+    return dt, model, feeds, proj, result, grads
+
+
+def compare_with_fd(model, feeds, proj, grads, wrt, bases: dict, dt, tol: float | None) -> None:
+    """Each gradient in ``wrt`` against central differences (every coordinate when small,
+    else a sample and two random directions); ``bases``: each tensor's value for ``feeds``."""
     eps, rtol = TOL.get(dt, (1e-2, 1e-2))
     rtol = tol or rtol
     for w in wrt:
         g = grads[w].astype(np.float64).reshape(-1)
-        assert grads[w].shape == feeds[w].shape
+        assert grads[w].shape == bases[w].shape, (w, grads[w].shape, bases[w].shape)
         coords = None if g.size <= FULL_FD_MAX else RNG.choice(g.size, 48, replace=False)
-        dirs = [] if g.size <= FULL_FD_MAX else [RNG.standard_normal(feeds[w].shape) for _ in range(2)]
-        fd, fd_dirs = fdcheck.fd_gradient(model, w, feeds, proj, coords, dirs, eps)
+        dirs = [] if g.size <= FULL_FD_MAX else [RNG.standard_normal(bases[w].shape) for _ in range(2)]
+        fd, fd_dirs = fdcheck.fd_gradient(model, w, feeds, proj, coords, dirs, eps, base=bases[w])
         got = g if coords is None else g[coords]
         scale = max(np.linalg.norm(fd), 1e-3)
         assert np.linalg.norm(got - fd) <= rtol * scale, (w, dt, np.linalg.norm(got - fd) / scale, got[:6], fd[:6])
         for d, v in zip(dirs, fd_dirs):
             want = float(np.dot(g, d.reshape(-1)))
             assert abs(want - v) <= rtol * max(abs(v), np.linalg.norm(g) * 0.1, 1e-3), (w, dt, want, v)
+
+
+def check(nodes, inputs: dict, inits: dict | None = None, wrt=None, outputs=None, opset: int = 17,
+          dtype="auto", tol: float | None = None):
+    """Compare ORT gradients with finite differences; returns (dtype used, GradModel)."""
+    outputs = outputs or [nodes[-1].output[0]]
+    wrt = list(inputs) if wrt is None else wrt
+    dt, model, feeds, proj, result, grads = gradients_in(nodes, inputs, inits, wrt, outputs, opset, dtype)
+    compare_with_fd(model, feeds, proj, grads, wrt, {w: feeds[w] for w in wrt}, dt, tol)
     return dt, result
 
 

@@ -23,29 +23,11 @@ from onnxprune.runtime import random_inputs
 from ..conftest import MODELS
 from . import test_autodiff as base
 from .test_autodiff import fresh_rng  # noqa: F401  (autouse: same inputs in any order)
-from .test_autodiff import FULL_FD_MAX, TOL, away, build, check, node, pos, r
+from .test_autodiff import away, build, check, node, pos, r
 from .test_autodiff_layers import CONV_CASES
 from .test_autodiff_models import TWIN_OPS, _double_graph
 
 F64 = onnx.TensorProto.DOUBLE
-
-
-def _compare(model, feeds, proj, grads, wrt, bases, dt, tol):
-    eps, rtol = TOL.get(dt, (1e-2, 1e-2))
-    rtol = tol or rtol
-    rng = base.RNG
-    for w in wrt:
-        g = grads[w].astype(np.float64).reshape(-1)
-        assert grads[w].shape == bases[w].shape, (w, grads[w].shape, bases[w].shape)
-        coords = None if g.size <= FULL_FD_MAX else rng.choice(g.size, 48, replace=False)
-        dirs = [] if g.size <= FULL_FD_MAX else [rng.standard_normal(bases[w].shape) for _ in range(2)]
-        fd, fd_dirs = fdcheck.fd_gradient(model, w, feeds, proj, coords, dirs, eps, base=bases[w])
-        got = g if coords is None else g[coords]
-        scale = max(np.linalg.norm(fd), 1e-3)
-        assert np.linalg.norm(got - fd) <= rtol * scale, (w, dt, np.linalg.norm(got - fd) / scale, got[:6], fd[:6])
-        for d, v in zip(dirs, fd_dirs):
-            want = float(np.dot(g, d.reshape(-1)))
-            assert abs(want - v) <= rtol * max(abs(v), np.linalg.norm(g) * 0.1, 1e-3), (w, dt, want, v)
 
 
 def check_params(nodes, acts: dict, params: dict, consts: dict | None = None, wrt=None, outputs=None,
@@ -56,22 +38,11 @@ def check_params(nodes, acts: dict, params: dict, consts: dict | None = None, wr
     if as_inputs:
         return check(nodes, {**acts, **params}, consts, wrt=wrt, outputs=outputs, opset=opset, dtype=dtype, tol=tol)
     outputs = outputs or [nodes[-1].output[0]]
-    tries = [np.float64, np.float32] if dtype == "auto" else [dtype]
-    for dt in tries:
-        model, feeds = build(nodes, acts, {**params, **(consts or {})}, outputs, opset, None if dtype is None else dt)
-        try:
-            proj = fdcheck.random_projections(model, feeds)
-            result, grads = fdcheck.gradients(model, wrt, feeds, proj)
-        except Exception as exc:  # noqa: BLE001 - a missing double kernel: retry in float32
-            if dt is not tries[-1] and base._missing_kernel(exc):
-                continue
-            raise
-        break
-    assert not result.unavailable, result.unavailable
-    onnx.checker.check_model(result.model, full_check=True)
+    dt, model, feeds, proj, result, grads = base.gradients_in(nodes, acts, {**params, **(consts or {})}, wrt,
+                                                              outputs, opset, dtype)
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     bases = {w: values[w] if w in values else feeds[w] for w in wrt}
-    _compare(model, feeds, proj, grads, wrt, bases, dt, tol)
+    base.compare_with_fd(model, feeds, proj, grads, wrt, bases, dt, tol)
     return dt, result
 
 
