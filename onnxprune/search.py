@@ -104,12 +104,12 @@ def search_allocation(groups, cost_model, count_of_factory, target_macs: float, 
     while done < candidates:
         drawn = []  # every candidate of a generation perturbs the same best pressures
         if best_p is None:  # the first generation: the uniform start and the given ones
-            given = [None] + list(starts)[:candidates - 1]
-            for c in given:
-                p = np.ones(len(groups)) if c is None else _pressures(c, sizes, ids)
-                exact = c is not None and fraction({gid: c.get(gid, size) for gid, size in zip(ids, sizes)}) <= target_macs
-                drawn.append((done, p, uniform if c is None else
-                              {gid: int(c.get(gid, size)) for gid, size in zip(ids, sizes)} if exact else meet_budget(p)))
+            drawn.append((done, np.ones(len(groups)), uniform))
+            done += 1
+            for start in list(starts)[:candidates - 1]:
+                p = _pressures(start, sizes, ids)
+                counts = {gid: int(start.get(gid, size)) for gid, size in zip(ids, sizes)}
+                drawn.append((done, p, counts if fraction(counts) <= target_macs else meet_budget(p)))
                 done += 1
         else:
             for _ in range(min(GENERATION, candidates - done)):

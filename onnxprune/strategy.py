@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .allocate import allocate, give_back
+from .errors import BadArgumentError
 
 
 class Strategy:
@@ -99,8 +100,6 @@ class Strategy:
         uniformly. Kinds are structural classes whose damage differs systematically (a
         residual stream's channels feed every block after it), and a search that perturbs
         pressures of every group rarely drives a whole class to zero on its own."""
-        from .errors import BadArgumentError
-
         kinds = sorted({g.kind for g in self.groups})
         if len(kinds) < 2:
             return []

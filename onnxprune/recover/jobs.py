@@ -77,14 +77,14 @@ class LinearJob:
                     self.chain = Chain()
         y_dense = d[u.out]
         out_axis = u.axis % y_dense.ndim
-        self.dense_out.add(y_dense, out_axis, kept, row_mask(mask, y_dense, out_axis))
+        out_sel = row_mask(mask, y_dense, out_axis)
+        self.dense_out.add(y_dense, out_axis, kept, out_sel)
         if self.flap:
             in_axis = u.in_axis(d[u.x].ndim)
             self.xbar.add(d[u.x], in_axis, None, row_mask(mask, d[u.x], in_axis))
         if not self.gram:
             y_rows, x_rows = u.rows(y_dense, kept), u.rows(p[u.out])
-            sel = row_mask(mask, y_dense, out_axis)
-            self.pair.add(y_rows if sel is None else y_rows[sel], x_rows if sel is None else x_rows[sel])
+            self.pair.add(y_rows if out_sel is None else y_rows[out_sel], x_rows if out_sel is None else x_rows[out_sel])
             return
         if self.dense_inputs:
             x = np.take(d[u.x], self.target.kept_in, axis=u.in_axis(d[u.x].ndim))
